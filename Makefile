@@ -7,6 +7,8 @@ CHAPTERS := $(sort $(wildcard chapters/[0-9][0-9]_*.py))
 NOTEBOOKS := $(CHAPTERS:.py=.ipynb)
 PORT ?= 8888
 
+-include book.mk
+
 .PHONY: install notebooks lab test lint unit nbval results benchmark clean
 
 install: $(STAMP)
