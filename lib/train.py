@@ -202,7 +202,7 @@ def _run_epoch(step: Step, batches: Iterable, label: str, progress: bool) -> dic
     count = 0
     bar = tqdm(batches, desc=label, leave=False, disable=not progress)
     for count, batch in enumerate(bar, start=1):
-        values = {name: float(value) for name, value in step(*batch).items()}
+        values = {name: _number(value) for name, value in step(*batch).items()}
         _guard(values, f"at batch {count} ({label})")
         for name, value in values.items():
             totals[name] = totals.get(name, 0.0) + value
@@ -211,6 +211,11 @@ def _run_epoch(step: Step, batches: Iterable, label: str, progress: bool) -> dic
     if count == 0:
         raise ValueError("the batches iterable gave no batches: is the dataset empty?")
     return {name: total / count for name, total in totals.items()}
+
+
+def _number(value: torch.Tensor | float) -> float:
+    """A returned metric as a plain float (detached, so returning `loss` itself is fine)."""
+    return value.detach().item() if isinstance(value, torch.Tensor) else float(value)
 
 
 def _guard(values: Mapping[str, float], where: str) -> None:

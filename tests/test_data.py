@@ -1,0 +1,105 @@
+import gzip
+import hashlib
+
+import pytest
+import torch
+
+from lib import data
+
+
+def test_offline_split_is_stratified_and_fixed():
+    split = data.offline_mnist()
+    assert split.train_x.shape == (4000, 1, 28, 28) and split.test_x.shape == (1000, 1, 28, 28)
+    assert torch.bincount(split.train_y).tolist() == [400] * 10
+    assert torch.bincount(split.test_y).tolist() == [100] * 10
+    assert 0.0 <= split.train_x.min() and split.train_x.max() <= 1.0
+    again = data.offline_mnist()
+    assert torch.equal(split.test_x, again.test_x)
+    # no image is in both train and test
+    train_keys = {hash(x.numpy().tobytes()) for x in split.train_x}
+    assert not any(hash(x.numpy().tobytes()) in train_keys for x in split.test_x)
+
+
+def test_profiles_pick_data(monkeypatch):
+    quick = data.load_digits("quick")
+    assert len(quick.train_x) == 1000 and torch.bincount(quick.train_y).tolist() == [100] * 10
+    assert len(data.load_digits("standard").train_x) == 4000
+
+
+def test_full_profile_falls_back_offline(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path))
+    monkeypatch.setitem(data.DATASETS["mnist"], "mirrors", ["https://127.0.0.1:9/"])
+    split = data.load_digits("full")
+    assert len(split.train_x) == 4000
+    assert "unavailable" in capsys.readouterr().out
+
+
+def _fake_idx(path, array_bytes, dims):
+    header = bytes([0, 0, 8, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array_bytes)
+
+
+def test_download_verifies_checksum_and_caches(tmp_path):
+    source = tmp_path / "src.gz"
+    _fake_idx(source, bytes(range(6)), [2, 3])
+    sha = hashlib.sha256(source.read_bytes()).hexdigest()
+    target = tmp_path / "cache" / "file.gz"
+    data.download([source.as_uri()], target, sha)
+    assert data.read_idx(target).tolist() == [[0, 1, 2], [3, 4, 5]]
+    source.unlink()  # cached now: no second fetch needed
+    assert data.download([source.as_uri()], target, sha) == target
+
+
+def test_corrupt_download_is_rejected(tmp_path):
+    source = tmp_path / "src.gz"
+    source.write_bytes(b"not the real file")
+    target = tmp_path / "file.gz"
+    with pytest.raises(data.DownloadError, match="SHA-256 mismatch"):
+        data.download([source.as_uri()], target, "0" * 64)
+    assert not target.exists() and not target.with_name("file.gz.part").exists()
+
+
+def test_offline_download_gives_one_clear_error(tmp_path):
+    with pytest.raises(data.DownloadError, match="internet connection"):
+        data.download(["https://127.0.0.1:9/x.gz"], tmp_path / "x.gz", "0" * 64, timeout=2)
+
+
+def test_plain_http_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="HTTPS"):
+        data.download(["http://example.com/x.gz"], tmp_path / "x.gz", "0" * 64)
+
+
+def test_partial_download_resumes(tmp_path):
+    source = tmp_path / "src.bin"
+    source.write_bytes(b"abcdef")
+    target = tmp_path / "dst.bin"
+    # file:// ignores Range, so a stale partial file must be replaced, not appended to
+    target.with_name("dst.bin.part").write_bytes(b"abc")
+    data.download([source.as_uri()], target, hashlib.sha256(b"abcdef").hexdigest())
+    assert target.read_bytes() == b"abcdef"
+
+
+def test_batches_cover_data_once_per_epoch():
+    x = torch.arange(10).float().unsqueeze(1)
+    y = torch.arange(10)
+    batches = data.Batches(x, y, batch_size=4, seed=1)
+    assert len(batches) == 3
+    seen = torch.cat([yb for _, yb in batches])
+    assert sorted(seen.tolist()) == list(range(10))
+    assert all(torch.equal(xb.squeeze(1).long(), yb) for xb, yb in batches)
+    assert len(data.Batches(x, y, batch_size=4, drop_last=True)) == 2
+    ordered = [yb.tolist() for _, yb in data.Batches(x, y, batch_size=5, shuffle=False)]
+    assert ordered == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+
+
+def test_batches_reject_bad_input():
+    with pytest.raises(ValueError, match="same first dimension"):
+        data.Batches(torch.zeros(3), torch.zeros(4), batch_size=2)
+    with pytest.raises(ValueError, match="batch_size"):
+        data.Batches(torch.zeros(3), batch_size=0)
+
+
+def test_unknown_dataset_name():
+    with pytest.raises(ValueError, match="mnist, fashion_mnist"):
+        data.download_mnist("cifar")
