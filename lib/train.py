@@ -177,10 +177,13 @@ def fit(
         done, history = load_checkpoint(Path(checkpoint), state, batches)
         print(f"[fit] resumed from {checkpoint}: {done} of {epochs} epochs already done")
     curves = LiveCurves() if live else None
+    per_epoch = _length(batches)
+    bar = tqdm(total=per_epoch and (epochs - done) * per_epoch, disable=not progress, desc="training")
     for epoch in range(done + 1, epochs + 1):
         started = time.perf_counter()
+        bar.set_description(f"epoch {epoch}/{epochs}")
         try:
-            means = _run_epoch(step, batches, f"epoch {epoch}/{epochs}", progress)
+            means = _run_epoch(step, batches, bar)
         except KeyboardInterrupt:
             where = f"; run the cell again to resume after epoch {epoch - 1}" if checkpoint else ""
             print(f"[fit] interrupted during epoch {epoch}{where}")
@@ -193,21 +196,30 @@ def fit(
             save_checkpoint(Path(checkpoint), epoch, history, state, batches)
         if curves is not None:
             curves.update(history)
+    bar.close()
     return history
 
 
-def _run_epoch(step: Step, batches: Iterable, label: str, progress: bool) -> dict[str, float]:
+def _length(batches: Iterable) -> int | None:
+    """Batches per epoch, if the iterable knows it (for the progress bar's total)."""
+    try:
+        return len(batches)
+    except TypeError:
+        return None
+
+
+def _run_epoch(step: Step, batches: Iterable, bar: tqdm) -> dict[str, float]:
     """One pass over the data; return each returned number averaged over the batches."""
     totals: dict[str, float] = {}
     count = 0
-    bar = tqdm(batches, desc=label, leave=False, disable=not progress)
-    for count, batch in enumerate(bar, start=1):
+    for count, batch in enumerate(batches, start=1):
         values = {name: _number(value) for name, value in step(*batch).items()}
-        _guard(values, f"at batch {count} ({label})")
+        _guard(values, f"at batch {count} ({bar.desc})")
         for name, value in values.items():
             totals[name] = totals.get(name, 0.0) + value
+        bar.update()
         if count % 10 == 0 and "loss" in values:
-            bar.set_postfix(loss=f"{values['loss']:.4f}")
+            bar.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
     if count == 0:
         raise ValueError("the batches iterable gave no batches: is the dataset empty?")
     return {name: total / count for name, total in totals.items()}

@@ -133,11 +133,11 @@ def plot_confusion(matrix: torch.Tensor, labels: list[str] | tuple[str, ...]) ->
 
 
 def plot_curves(curves: dict[str, tuple[list[float], list[float]]], xlabel: str, ylabel: str,
-                log: bool = False, title: str = "") -> Figure:
-    """Plot named (x, y) curves on one axis; `log=True` for log-log axes."""
+                log: bool = False, title: str = "", marker: str = "o") -> Figure:
+    """Plot named (x, y) curves on one axis; `log=True` for log-log axes; marker="" for dense curves."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, (x, y) in curves.items():
-        ax.plot(x, y, marker="o", label=name)
+        ax.plot(x, y, marker=marker, label=name)
     if log:
         ax.set_xscale("log")
         ax.set_yscale("log")
