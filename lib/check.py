@@ -48,7 +48,7 @@ def shape(tensor: torch.Tensor, expected: Sequence[int | None], name: str = "ten
         raise AssertionError(f"{name}: shape {actual} but expected {wanted}")
 
 
-def self_check(test: Callable[[], None], name: str, strict: bool = False) -> bool:
+def self_check(test: Callable[[], None], name: str, strict: bool = False) -> None:
     """Run an exercise's test and say how it went.
 
     A learner's attempt (strict=False) never stops "Run All": an unattempted exercise
@@ -61,11 +61,10 @@ def self_check(test: Callable[[], None], name: str, strict: bool = False) -> boo
         if strict:
             raise
         print(f"{name}: not attempted yet. Replace the `raise NotImplementedError` line and run again.")
-        return False
+        return
     except AssertionError as error:
         if strict:
             raise
         print(f"{name}: not yet right: {error}")
-        return False
+        return
     print(f"✓ {name}: correct")
-    return True

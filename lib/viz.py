@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import sys
 
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def in_notebook() -> bool:
@@ -53,6 +55,7 @@ class History:
             for key in group:
                 ax.plot(self["epoch"][-len(self[key]):], self[key], marker="o", label=key)
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
             ax.legend()
         fig.tight_layout()
@@ -80,13 +83,16 @@ class LiveCurves:
         if self.figure is None:
             print(repr(history))
             return
-        from IPython.display import display
+        from IPython.display import Image, display
 
         history.draw(self.figure)
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=80)
+        picture = Image(buffer.getvalue())
         if self.handle is None:
-            self.handle = display(self.figure, display_id=True)
+            self.handle = display(picture, display_id=True)
         else:
-            self.handle.update(self.figure)
+            self.handle.update(picture)
 
 
 def image_grid(images: torch.Tensor, titles: list[str] | None = None, columns: int = 10,

@@ -38,10 +38,12 @@ def test_self_check_modes(capsys):
     def wrong():
         assert 1 == 2, "one is not two"
 
-    assert lib.self_check(unattempted, "Ex") is False
-    assert lib.self_check(wrong, "Ex") is False
+    lib.self_check(unattempted, "Ex")
     assert "not attempted" in capsys.readouterr().out
-    assert lib.self_check(lambda: None, "Ex") is True
+    lib.self_check(wrong, "Ex")
+    assert "not yet right: one is not two" in capsys.readouterr().out
+    lib.self_check(lambda: None, "Ex")
+    assert "✓ Ex: correct" in capsys.readouterr().out
     with pytest.raises(AssertionError):
         lib.self_check(wrong, "Ex", strict=True)
 
