@@ -129,8 +129,17 @@ def test_checkpoint_path_depends_on_config(monkeypatch, tmp_path):
     assert a != train.checkpoint_path("02", "mlp", lr=0.1)
 
 
-def test_cpu_helpers_are_no_ops():
+def test_prepare_model_keeps_outputs_and_uses_channels_last():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 3 * 3, 2))
+    x = torch.rand(2, 3, 5, 5)
+    expected = model(x)
+    prepared = lib.prepare_model(model, torch.device("cpu"))
+    assert prepared[0].weight.is_contiguous(memory_format=torch.channels_last)
+    lib.close(prepared(x), expected, "channels_last output", rtol=1e-5, atol=1e-6, quiet=True)
+
+
+def test_autocast_is_a_no_op_on_cpu():
     model = nn.Conv2d(1, 2, 3)
-    assert lib.prepare_model(model, torch.device("cpu")) is model
     with lib.autocast(torch.device("cpu")):
         assert model(torch.ones(1, 1, 5, 5)).dtype == torch.float32
