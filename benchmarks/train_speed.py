@@ -1,11 +1,11 @@
 """Training throughput: DataLoader loop vs hand-written tensor loop vs `lib.fit`, in one process.
 
 The same LeNet-5-sized CNN is trained for the same number of steps (batch 64) on the offline MNIST digits by
-(a) an idiomatic `DataLoader(TensorDataset)` loop, (b) a hand-written loop over pre-loaded tensors, and
+(a) an idiomatic `DataLoader(TensorDataset)` loop, (b) a hand-written loop over pre-loaded tensors,
 (c) `lib.fit` with its progress bar and history on, the model set up by `lib.prepare_model` (channels_last
-convolutions), and (d) the same as (c) without channels_last, to separate the two effects. Runs alternate (a, b, c, b, c, a, ...) and repeat; the
-table shows the median images/second of each, the ratios c/a and c/b, and the achieved GFLOP/s against a
-matrix-multiply peak measured on the same machine in the same process.
+convolutions), and (d) the same as (c) without channels_last, to separate the two effects. Runs alternate
+in a rotating order and repeat; the table shows the median images/second of each, the ratios c/a and c/b,
+and the achieved GFLOP/s against a matrix-multiply peak measured on the same machine in the same process.
 
     python benchmarks/train_speed.py [--repeats 7] [--epochs 3] [--threads N]
 """
