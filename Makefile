@@ -25,7 +25,7 @@ notebooks: $(STAMP)
 	$(BIN)/jupytext --sync $(CHAPTERS)
 
 lab: notebooks
-	$(BIN)/jupyter lab --notebook-dir=. --port=$(PORT) \
+	$(BIN)/jupyter lab --notebook-dir=. --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root) \
 		--ServerApp.default_url=/lab/tree/chapters/00_start_here.ipynb \
 		--LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
 
