@@ -103,3 +103,34 @@ def test_batches_reject_bad_input():
 def test_unknown_dataset_name():
     with pytest.raises(ValueError, match="mnist, fashion_mnist"):
         data.download_mnist("cifar")
+
+
+def test_fetch_resumes_with_a_range_request(tmp_path):
+    """A partial file is completed with an HTTP Range request, not downloaded again."""
+    import http.server
+    import threading
+
+    payload = bytes(range(256)) * 40
+    ranges = []
+
+    class RangeHandler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server naming)
+            start = int(self.headers.get("Range", "bytes=0-")[6:].rstrip("-"))
+            ranges.append(start)
+            self.send_response(206 if start else 200)
+            self.send_header("Content-Length", str(len(payload) - start))
+            self.end_headers()
+            self.wfile.write(payload[start:])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), RangeHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        partial = tmp_path / "file.bin.part"
+        partial.write_bytes(payload[:1000])
+        data._fetch(f"http://127.0.0.1:{server.server_port}/file.bin", partial, timeout=5)
+    finally:
+        server.shutdown()
+    assert ranges == [1000] and partial.read_bytes() == payload
