@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -19,7 +24,7 @@
 #    real digits, and fit a power law to it.
 # 4. Map where large models are used in industry, and which challenges later chapters take up.
 #
-# **Time:** quick ≈ 30 s · standard ≈ 2 min · full ≈ 3 min (GPU).
+# **Time:** quick ≈ 30 s · standard ≈ 1 min · full ≈ 3 min (GPU).
 
 # %%
 import math

@@ -33,7 +33,7 @@
 # 5. Look inside: step through a digit and watch the LSTM's gates and cell state.
 # 6. Measure why RNNs are slow (one step after another), the limit that motivates attention.
 #
-# **Time:** quick ≈ 30 s · standard ≈ 2–3 min on a 2-core laptop CPU · full (GPU, full MNIST) ≈ 2 min.
+# **Time:** quick ≈ 30 s · standard ≈ 1 min on a 2-core laptop CPU · full (GPU, full MNIST) ≈ 2 min.
 
 # %%
 import copy
