@@ -736,15 +736,15 @@ print(f"generator {sum(p.numel() for p in generator.parameters()):,} parameters,
 # while the FD falls only slowly. The baseline run below measures this.
 #
 # A remedy with a theory behind it is the **R1 gradient penalty (R1 梯度惩罚)** of Mescheder, Geiger and Nowozin
-# (2018), used in StyleGAN and most GANs since: add to the discriminator's loss the squared norm of its gradient
+# (2018), used in StyleGAN and its successors: add to the discriminator's loss the squared norm of its gradient
 # with respect to its input, on real data,
 #
 # $$ R_1 = \frac{\gamma}{2}\;\mathbb{E}_{x\sim p_\text{data}}\Big[\big\lVert \nabla_x\, \ell(x) \big\rVert^2\Big], $$
 #
 # where $\ell$ is the discriminator's logit. It costs the discriminator nothing where it is flat around the real
 # data, which is exactly the equilibrium ($p_g = p_\text{data}$, $D = \tfrac12$ everywhere, gradient zero), so it
-# does not move the solution of the game; it damps the oscillation around it, and the paper proves that with it
-# the non-saturating game converges locally where plain training may circle forever.
+# does not move the solution of the game; it damps the oscillation around it, and the paper proves (under its
+# assumptions) that with it gradient-based GAN training converges locally where plain training may circle forever.
 #
 # In code, `torch.autograd.grad(..., create_graph=True)` gives $\nabla_x\ell$ as a differentiable tensor, so the
 # penalty can itself be back-propagated into the discriminator's weights (a "double backward"). Two checks: for a
