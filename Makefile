@@ -30,7 +30,7 @@ lab: notebooks
 		--LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
 
 lint: $(STAMP)
-	$(BIN)/ruff check lib tests benchmarks chapters
+	$(BIN)/ruff check lib tests benchmarks chapters book browser_tests
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q

@@ -388,8 +388,9 @@ def make_gan_step(generator: nn.Module, discriminator: nn.Module, opt_g: torch.o
             real_logits = discriminator(real)
             fake_logits = discriminator(fake.detach())     # no gradient into G from D's loss
             d_loss = bce(real_logits, 1) + bce(fake_logits, 0)
-        penalty = r1_penalty(real_logits, real, r1_gamma) if r1_gamma else torch.zeros((), device=device)
-        if calls % d_every == 0:
+        update_d = calls % d_every == 0
+        penalty = r1_penalty(real_logits, real, r1_gamma) if r1_gamma and update_d else torch.zeros((), device=device)
+        if update_d:
             opt_d.zero_grad(set_to_none=True)
             scale_d.scale(d_loss + penalty).backward()
             scale_d.step(opt_d)
