@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -90,6 +91,15 @@ def run_lib_fit(x: torch.Tensor, y: torch.Tensor, epochs: int, channels_last: bo
     return epochs * len(x)
 
 
+def fetch_microseconds(batches: Iterable, epochs: int = 5) -> float:
+    """Time to produce one batch with no training at all: the data-loading cost on its own."""
+    count, start = 0, time.perf_counter()
+    for _ in range(epochs):
+        for _ in batches:
+            count += 1
+    return (time.perf_counter() - start) / count * 1e6
+
+
 def training_flops_per_image() -> float:
     """Forward + backward FLOPs of one training image, counted by PyTorch."""
     model, _ = fresh()
@@ -130,6 +140,8 @@ def main() -> None:
             start = time.perf_counter()
             images = runs[name](x, y, args.epochs)
             speeds[name].append(images / (time.perf_counter() - start))
+    fetch_loader = fetch_microseconds(DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True))
+    fetch_batches = fetch_microseconds(lib.Batches(x, y, batch_size=BATCH))
     flops = training_flops_per_image()
     peak = matmul_peak_gflops()
     median = {name: statistics.median(v) for name, v in speeds.items()}
@@ -148,6 +160,10 @@ def main() -> None:
     print(f"c/b = {c_over_b:.2f} (target ≥ 0.95: the abstraction costs nothing)")
     print(f"d/b = {median[names[3]] / median[names[1]]:.2f} (lib.fit alone, same memory layout as b); "
           f"c/d = {median[names[2]] / median[names[3]]:.2f} (gain from prepare_model's channels_last)")
+    step_b = BATCH / median[names[1]] * 1e6
+    print(f"Per batch of {BATCH}: fetching it costs {fetch_loader:.0f} µs with the DataLoader, {fetch_batches:.0f} µs "
+          f"with lib.Batches; one step of loop b takes {step_b:.0f} µs. Data loading alone can lift c/a to at most "
+          f"{(step_b - fetch_batches + fetch_loader) / step_b:.2f}; the rest of c/a is the layout (c/d).")
 
 
 if __name__ == "__main__":

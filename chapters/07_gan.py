@@ -982,13 +982,14 @@ print("mean pixel change between neighbours:", [round(s, 3) for s in steps_px.to
 
 # %%
 train_flat = split.train_x.flatten(1)
-generated_near = torch.cdist(generate(coverage_noise[:500]).flatten(1), train_flat).min(dim=1)
+generated_500 = generate(coverage_noise[:500])
+generated_near = torch.cdist(generated_500.flatten(1), train_flat).min(dim=1)
 test_near = torch.cdist(split.test_x[:500].flatten(1), train_flat).min(dim=1)
 print(f"median distance to the nearest training digit: generated {generated_near.values.median():.2f}, "
       f"held-out real {test_near.values.median():.2f}")
 assert generated_near.values.median() > 0.8 * test_near.values.median(), "the generator seems to copy training digits"
 show = generated_near.values.argsort()[:6]  # the six generated digits closest to a training digit
-pairs = torch.cat([generate(coverage_noise[:500])[show], split.train_x[generated_near.indices[show]]])
+pairs = torch.cat([generated_500[show], split.train_x[generated_near.indices[show]]])
 lib.image_grid(pairs, [f"generated ({d:.1f})" for d in generated_near.values[show].tolist()]
                + ["nearest training"] * 6, columns=6, size=1.3)
 plt.show()
