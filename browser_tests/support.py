@@ -1,13 +1,15 @@
 """Shared by the real-browser tests: paths, the loopback-only network guard, screenshot paths.
 
-Settings: BOOK_SITE (the built site, default _build/book-quick/html), CHROMIUM (the browser binary,
-default /usr/bin/chromium), SCREENSHOTS (default _build/screenshots).
+Settings: BOOK_SITE (the built site, default _build/book-quick/html), BOOK_CHAPTERS (the chapter sources,
+default chapters/), CHROMIUM (the browser binary, default /usr/bin/chromium), SCREENSHOTS (default
+_build/screenshots).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -15,11 +17,17 @@ from playwright.sync_api import BrowserContext, Page
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = Path(os.environ.get("BOOK_SITE") or ROOT / "_build" / "book-quick" / "html").resolve()
+CHAPTERS_DIR = Path(os.environ.get("BOOK_CHAPTERS") or ROOT / "chapters").resolve()
 SCREENSHOTS = Path(os.environ.get("SCREENSHOTS") or ROOT / "_build" / "screenshots")
 CHROMIUM_FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
 ]
+
+
+def chapter_sources() -> list[Path]:
+    """Every chapter source, chapters/NN_topic.py, in course order."""
+    return sorted(p for p in CHAPTERS_DIR.glob("*.py") if re.fullmatch(r"\d\d_\w+\.py", p.name))
 
 
 def is_loopback(url: str) -> bool:

@@ -26,9 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import ROOT, PageWatch, screenshot_path
+from support import CHAPTERS_DIR, PageWatch, chapter_sources, screenshot_path
 
-CHAPTERS_DIR = Path(os.environ.get("BOOK_CHAPTERS") or ROOT / "chapters").resolve()
 RUN_ALL_TIMEOUT_S = float(os.environ.get("LAB_RUN_ALL_TIMEOUT", 600))
 # Widgets a chapter builds: ipywidgets constructors, the course's slider helper, and Explorer panels.
 WIDGET = re.compile(r"\bwidgets\.[A-Z]\w*\(|\blib\.widgets\.slider\(|\bExplorer\(")
@@ -50,11 +49,10 @@ def widget_score(path: Path) -> int:
 
 def lab_chapters() -> list[str]:
     chosen = os.environ.get("LAB_CHAPTERS")
-    sources = sorted(p for p in CHAPTERS_DIR.glob("*.py") if re.fullmatch(r"\d\d_\w+\.py", p.name))
     if chosen:
         return [c.strip() for c in chosen.split(",") if c.strip()]
     count = int(os.environ.get("LAB_CHAPTER_COUNT", 2))
-    ranked = sorted((p for p in sources if widget_score(p)), key=lambda p: -widget_score(p))
+    ranked = sorted((p for p in chapter_sources() if widget_score(p)), key=lambda p: -widget_score(p))
     return [p.stem for p in ranked[:count]]
 
 
