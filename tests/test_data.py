@@ -7,31 +7,48 @@ import torch
 from lib import data
 
 
-def test_offline_split_is_stratified_and_fixed():
+def _keys(images):
+    return {hash(x.numpy().tobytes()) for x in images}
+
+
+def test_offline_split_is_stratified_fixed_and_disjoint():
     split = data.offline_mnist()
-    assert split.train_x.shape == (4000, 1, 28, 28) and split.test_x.shape == (1000, 1, 28, 28)
-    assert torch.bincount(split.train_y).tolist() == [400] * 10
+    assert split.train_x.shape == (3500, 1, 28, 28) and split.val_x.shape == (500, 1, 28, 28)
+    assert split.test_x.shape == (1000, 1, 28, 28)
+    assert torch.bincount(split.train_y).tolist() == [350] * 10
+    assert torch.bincount(split.val_y).tolist() == [50] * 10
     assert torch.bincount(split.test_y).tolist() == [100] * 10
     assert 0.0 <= split.train_x.min() and split.train_x.max() <= 1.0
     again = data.offline_mnist()
-    assert torch.equal(split.test_x, again.test_x)
-    # no image is in both train and test
-    train_keys = {hash(x.numpy().tobytes()) for x in split.train_x}
-    assert not any(hash(x.numpy().tobytes()) in train_keys for x in split.test_x)
+    assert torch.equal(split.test_x, again.test_x) and torch.equal(split.val_x, again.val_x)
+    train, val, test = _keys(split.train_x), _keys(split.val_x), _keys(split.test_x)
+    assert not (train & val) and not (train & test) and not (val & test)
+    # the test digits do not depend on where train and validation are cut
+    assert _keys(data.offline_mnist(train_per_class=300, val_per_class=100).test_x) == test
+
+
+def test_offline_split_rejects_sizes_that_leave_no_test_digits():
+    with pytest.raises(ValueError, match="below 500"):
+        data.offline_mnist(train_per_class=450, val_per_class=50)
 
 
 def test_profiles_pick_data(monkeypatch):
     quick = data.load_digits("quick")
     assert len(quick.train_x) == 1000 and torch.bincount(quick.train_y).tolist() == [100] * 10
-    assert len(data.load_digits("standard").train_x) == 4000
+    assert len(quick.val_x) == 500
+    assert len(data.load_digits("standard").train_x) == 3500
 
 
-def test_full_profile_falls_back_offline(monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("COURSE_DATA", str(tmp_path))
-    monkeypatch.setitem(data.DATASETS["mnist"], "mirrors", ["https://127.0.0.1:9/"])
-    split = data.load_digits("full")
-    assert len(split.train_x) == 4000
-    assert "unavailable" in capsys.readouterr().out
+def test_full_mnist_gets_a_validation_cut_of_the_training_files(monkeypatch):
+    images = torch.arange(20, dtype=torch.uint8).repeat_interleave(784).reshape(20, 28, 28).numpy()
+    labels = (torch.arange(20) % 10).to(torch.uint8).numpy()
+    arrays = {"train-images": images, "train-labels": labels, "t10k-images": images[:4], "t10k-labels": labels[:4]}
+    monkeypatch.setattr(data, "fetch_mnist_files", lambda name, root=None: {k: k for k in arrays})
+    monkeypatch.setattr(data, "read_idx", lambda key: arrays[key])
+    split = data.download_mnist(val_size=5)
+    assert len(split.train_x) == 15 and len(split.val_x) == 5 and len(split.test_x) == 4
+    assert not (_keys(split.train_x) & _keys(split.val_x))
+    assert _keys(split.train_x) | _keys(split.val_x) == _keys(torch.tensor(images).unsqueeze(1) / 255.0)
 
 
 def _fake_idx(path, array_bytes, dims):

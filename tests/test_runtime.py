@@ -45,3 +45,41 @@ def test_threads_and_banner(monkeypatch):
         runtime.set_threads(0)
     line = runtime.banner()
     assert "profile=quick" in line and "torch" in line
+
+
+def test_full_profile_without_network_runs_standard(monkeypatch, tmp_path, capsys):
+    """The fallback path: full asked, no download possible -> standard data, settings and bars, said once."""
+    import lib
+    from lib import data
+
+    monkeypatch.setenv("COURSE_PROFILE", "full")
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path))
+    monkeypatch.setattr(runtime, "_fallback_reason", None)
+    monkeypatch.setitem(data.DATASETS["mnist"], "mirrors", ["https://127.0.0.1:9/"])
+    assert runtime.get_profile() == "full"
+    lib.setup(0)
+    out = capsys.readouterr().out
+    assert out.count("full → standard") == 1 and "(full asked; data offline)" in out
+    assert runtime.get_profile() == "standard" and runtime.requested_profile() == "full"
+    assert runtime.pick({"quick": 1, "standard": 2, "full": 3}) == 2
+    split = lib.load_digits()
+    assert len(split.train_x) == 3500 and len(split.val_x) == 500
+    monkeypatch.setenv("COURSE_PROFILE", "standard")
+    standard_path = lib.checkpoint_path("00", "x")
+    monkeypatch.setenv("COURSE_PROFILE", "full")
+    assert lib.checkpoint_path("00", "x") == standard_path  # the fallback run shares standard's checkpoints
+
+
+def test_load_digits_in_full_falls_back_too(monkeypatch, tmp_path, capsys):
+    from lib import data
+
+    monkeypatch.setenv("COURSE_PROFILE", "full")
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path))
+    monkeypatch.setattr(runtime, "_fallback_reason", None)
+    monkeypatch.setitem(data.DATASETS["mnist"], "mirrors", ["https://127.0.0.1:9/"])
+    assert len(data.load_digits().train_x) == 3500
+    assert runtime.get_profile() == "standard" and "full → standard" in capsys.readouterr().out
+
+
+def test_synchronize_is_safe_on_cpu():
+    runtime.synchronize(torch.device("cpu"))
