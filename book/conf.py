@@ -28,6 +28,7 @@ nb_merge_streams = True
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
 myst_dmath_double_inline = True
 myst_heading_anchors = 3
+nb_render_markdown_format = "myst"  # Markdown outputs (exercise model answers) get the same math as the text
 
 # ---- assets served by the site itself (fetched from the npm registry by book/build.py): no CDN
 html_static_path = ["_static"]

@@ -5,7 +5,7 @@ enough to read in a minute: open the module and look.
 """
 
 from . import check, data, results, runtime, train, viz, widgets
-from .check import close, self_check
+from .check import close, model_answer, self_check
 from .data import Batches, ImageSplit, load_digits
 from .results import save_results
 from .runtime import banner, get_device, get_profile, pick, seed_everything, synchronize
@@ -27,7 +27,7 @@ def setup(seed: int = 0, dataset: str | None = "mnist"):
 
 __all__ = [
     "Batches", "History", "ImageSplit", "accuracy", "autocast", "banner", "check", "checkpoint_path", "close",
-    "data", "fit", "get_device", "get_profile", "image_grid", "load_digits", "pick", "predict", "prepare_model",
-    "results", "runtime", "save_results", "seed_everything", "self_check", "setup", "supervised_step",
-    "synchronize", "train", "viz", "widgets",
+    "data", "fit", "get_device", "get_profile", "image_grid", "load_digits", "model_answer", "pick", "predict",
+    "prepare_model", "results", "runtime", "save_results", "seed_everything", "self_check", "setup",
+    "supervised_step", "synchronize", "train", "viz", "widgets",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Sequence
 
 import torch
@@ -52,8 +53,8 @@ def self_check(test: Callable[[], None], name: str, strict: bool = False) -> Non
     """Run an exercise's test and say how it went.
 
     A learner's attempt (strict=False) never stops "Run All": an unattempted exercise
-    (NotImplementedError) or a wrong answer (AssertionError) prints what to fix. Solutions are
-    checked with strict=True, which raises on any failure.
+    (NotImplementedError), a wrong answer (AssertionError) or code that crashes (any other exception)
+    prints what to fix. Solutions are checked with strict=True, which raises on any failure.
     """
     try:
         test()
@@ -67,4 +68,16 @@ def self_check(test: Callable[[], None], name: str, strict: bool = False) -> Non
             raise
         print(f"{name}: not yet right: {error}")
         return
+    except Exception as error:  # a learner's code may fail in any way; say how, and keep Run All going
+        if strict:
+            raise
+        print(f"{name}: your code raised {type(error).__name__}: {error}")
+        return
     print(f"✓ {name}: correct")
+
+
+def model_answer(text: str) -> None:
+    """Show the model answer of a "think" exercise as formatted text (its cell stays hidden until opened)."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(textwrap.dedent(text).strip()))

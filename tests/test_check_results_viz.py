@@ -48,6 +48,27 @@ def test_self_check_modes(capsys):
         lib.self_check(wrong, "Ex", strict=True)
 
 
+def test_self_check_reports_a_crashing_attempt(capsys):
+    def crashes():
+        torch.zeros(2) @ torch.zeros(3)
+
+    lib.self_check(crashes, "Ex")  # must not stop Run All
+    assert "Ex: your code raised RuntimeError" in capsys.readouterr().out
+    with pytest.raises(RuntimeError):
+        lib.self_check(crashes, "Ex", strict=True)
+
+
+def test_model_answer_displays_markdown(monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    lib.model_answer("""
+        **(a)** because $x > 0$.
+    """)
+    assert shown[0].data == "**(a)** because $x > 0$."
+
+
 def test_results_record_and_table(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_RESULTS", str(tmp_path))
     monkeypatch.setenv("COURSE_PROFILE", "quick")
