@@ -76,6 +76,19 @@ def self_check(test: Callable[[], None], name: str, strict: bool = False) -> Non
     print(f"✓ {name}: correct")
 
 
+def must_reject(test: Callable[[], None], wrong: str) -> None:
+    """Assert that an exercise's test fails a plausible wrong answer, so its self-check can fail.
+
+    Call it in a solution cell: `must_reject(lambda: test_unroll(unroll_ignoring_h0), "an unroll that ignores h0")`.
+    """
+    try:
+        test()
+    except AssertionError:
+        print(f"✓ the self-check rejects {wrong}")
+        return
+    raise AssertionError(f"the self-check accepts {wrong}: it cannot tell a right answer from this wrong one")
+
+
 def model_answer(text: str) -> None:
     """Show the model answer of a "think" exercise as formatted text (its cell stays hidden until opened)."""
     from IPython.display import Markdown, display

@@ -58,6 +58,16 @@ def test_self_check_reports_a_crashing_attempt(capsys):
         lib.self_check(crashes, "Ex", strict=True)
 
 
+def test_must_reject_fails_when_a_wrong_answer_passes(capsys):
+    def strict_test():
+        assert 1 + 1 == 3, "wrong"
+
+    lib.check.must_reject(strict_test, "a wrong sum")
+    assert "rejects a wrong sum" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="accepts a lenient answer"):
+        lib.check.must_reject(lambda: None, "a lenient answer")
+
+
 def test_model_answer_displays_markdown(monkeypatch):
     import IPython.display
 
