@@ -7,7 +7,8 @@ Steps, each skipped when its result is already up to date:
    checked) into `_build/vendor/static/`; the site serves them itself, so it needs no CDN when read.
 2. stage: convert each chapter to a notebook under `_build/book-src/<profile>/chapters/` (a clean copy for the
    "download notebook" link, and the page copy with that link added), and write the landing page with the
-   course map read from the chapters themselves (title, goals, time per profile).
+   course map read from the chapters themselves (title, goals, time per profile), and copy GLOSSARY.md (the
+   bilingual glossary that book/glossary.py writes) in as the glossary page.
 3. sphinx-build: myst-nb executes the notebooks in the chosen profile with an execution cache per profile
    (`.jupyter_cache/<profile>/`), so an unchanged chapter is not re-run; any cell error fails the build.
    When `lib/` or `requirements.txt` change, the cache for that profile is cleared (outputs would be stale).
@@ -223,6 +224,10 @@ def stage(srcdir: Path, profile: str) -> list[dict]:
     template = (BOOK / "index.md").read_text(encoding="utf-8")
     index = template.replace("{{ course_map }}", course_map(chapters)).replace("{{ profile }}", profile)
     write_if_changed(srcdir / "index.md", index)
+    glossary = ROOT / "GLOSSARY.md"  # written by book/glossary.py; its chapter links become links to the pages
+    if glossary.exists():
+        text = re.sub(r"\]\((chapters/\d\d_\w+)\.py\)", r"](\1.ipynb)", glossary.read_text(encoding="utf-8"))
+        write_if_changed(srcdir / "glossary.md", text)
     return chapters
 
 
