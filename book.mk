@@ -1,15 +1,19 @@
 # The rendered course and the real-browser tests, included by the Makefile:
 #   make book           the static site of every chapter, executed (COURSE_PROFILE, default standard), offline
-#   make test-browser   the site (built in the quick profile) and JupyterLab, checked in Chromium
+#   make test-standard  every chapter executed in the standard profile (with its quality bars), as the site build
+#   make test-browser   the site (SITE_PROFILE, default quick) and JupyterLab, checked in Chromium
 BOOK_STAMP := $(VENV)/.book-installed
 BOOK_PROFILE ?= $(or $(COURSE_PROFILE),standard)
 # Notebooks executed one after another: with sphinx -j 2 a forked worker's notebook client was seen to hang
 # waiting for a kernel that sat idle (myst-nb 1.4, Python 3.11), so parallel execution is opt-in.
 BOOK_JOBS ?= 1
+# The site the browser tests check: CI passes SITE_PROFILE=standard to reuse the standard build of test-standard.
+SITE_PROFILE ?= quick
+SITE_DIR = _build/$(if $(filter standard,$(SITE_PROFILE)),book,book-$(SITE_PROFILE))/html
 CHROMIUM ?= /usr/bin/chromium
 APT_GET = DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo -n) apt-get
 
-.PHONY: book book-deps browser-deps test-browser
+.PHONY: book book-deps browser-deps test-browser test-standard
 
 $(BOOK_STAMP): $(STAMP) requirements-book.txt
 	$(BIN)/python -m pip install -r requirements-book.txt
@@ -23,6 +27,14 @@ book-deps: $(BOOK_STAMP)
 
 book: book-deps
 	$(BIN)/python book/build.py --profile $(BOOK_PROFILE) --jobs $(BOOK_JOBS)
+
+# Where the quality bars live: every chapter in the standard profile, each assert cell enforced (a cell error
+# fails the build and names the chapter); prints each chapter's results record and time.
+test-standard: book-deps
+	@start=$$(date +%s); \
+	$(BIN)/python book/build.py --profile standard --jobs $(BOOK_JOBS) && \
+	COURSE_RESULTS=_build/book/results $(BIN)/python -m lib.results; status=$$?; \
+	echo "test-standard: $$(( $$(date +%s) - start )) s"; exit $$status
 
 # Chromium and its driver from the system package manager; CJK and emoji fonts so screenshots show the pages
 # as a reader sees them (the chapters give Chinese terms).
@@ -40,7 +52,7 @@ browser-deps: book-deps
 
 test-browser: browser-deps notebooks
 	@start=$$(date +%s); \
-	$(BIN)/python book/build.py --profile quick --jobs $(BOOK_JOBS) && \
-	CHROMIUM=$(CHROMIUM) BOOK_SITE=_build/book-quick/html $(BIN)/python -m pytest browser_tests -v -s -p no:cacheprovider \
+	$(BIN)/python book/build.py --profile $(SITE_PROFILE) --jobs $(BOOK_JOBS) && \
+	CHROMIUM=$(CHROMIUM) BOOK_SITE=$(SITE_DIR) $(BIN)/python -m pytest browser_tests -v -s -p no:cacheprovider \
 		--durations=5; status=$$?; \
 	echo "test-browser: $$(( $$(date +%s) - start )) s; screenshots in _build/screenshots/"; exit $$status
