@@ -29,11 +29,13 @@
 #    output-size, receptive-field, parameter-count and FLOP formulas, and check each one against PyTorch.
 # 3. See classic filters (edges, blur, sharpen) act on a real photo, and edit a kernel yourself.
 # 4. Avoid the most common CNN bug: a wrong flatten size.
-# 5. Train a CNN on real digits to at least 97% test accuracy (standard profile; 99.2% on full MNIST).
-# 6. Look inside: learned filters, feature maps, confident mistakes, confusion matrix.
-# 7. Measure the limits: data hunger, adversarial examples (FGSM), compute per image.
+# 5. Understand batch normalisation, including why it behaves differently in training and evaluation.
+# 6. Train a CNN on real digits, choosing settings on validation digits, to at least 97% test accuracy (standard
+#    profile; 99.2% on full MNIST).
+# 7. Look inside: learned filters, feature maps, confident mistakes, confusion matrix.
+# 8. Measure the limits: data hunger, adversarial examples (FGSM), rotations and large shifts, compute per image.
 #
-# **Time:** quick ≈ 30 s · standard ≈ 1–2 min on an idle 2-core laptop · full (GPU, full MNIST) ≈ 3 min.
+# **Time:** quick ≈ 20 s · standard ≈ 1 min on an idle 2-core laptop · full (GPU, full MNIST) ≈ 3 min.
 
 # %%
 import copy
@@ -58,15 +60,17 @@ device = lib.setup(seed=0)
 # %% [markdown]
 # Everything that changes with the profile (`COURSE_PROFILE`) is in the next cell. `channels` are the widths of
 # the two convolution blocks; `hunger_*` control the data-hunger experiment; `strips` is the number of
-# five-digit numbers the document reader reads.
+# five-digit numbers the document reader reads. These settings (and the learning rate and augmentation strength in
+# section 5) were chosen by watching accuracy on the *validation* digits, never the test digits.
 
 # %%
 SETTINGS = {
-    "quick": dict(epochs=3, channels=(16, 32), batch_size=64, hunger_sizes=[100, 1000], hunger_steps=80, strips=50),
-    "standard": dict(epochs=10, channels=(16, 32), batch_size=64, hunger_sizes=[100, 250, 500, 1000, 2000, 4000],
-                     hunger_steps=200, strips=200),
+    "quick": dict(epochs=3, channels=(16, 32), batch_size=64, hunger_sizes=[100, 300, 1000], hunger_steps=80,
+                  strips=50),
+    "standard": dict(epochs=10, channels=(16, 32), batch_size=64, hunger_sizes=[100, 250, 500, 1000, 2000, 3500],
+                     hunger_steps=200, strips=100),
     "full": dict(epochs=15, channels=(32, 64), batch_size=128,
-                 hunger_sizes=[100, 300, 1000, 3000, 10000, 30000, 60000], hunger_steps=1500, strips=1000),
+                 hunger_sizes=[100, 300, 1000, 3000, 10000, 30000, 55000], hunger_steps=1500, strips=1000),
 }
 BARS = {"quick": 0.80, "standard": 0.97, "full": 0.992}  # minimum test accuracy of the CNN
 EPSILON = 0.1  # strength of the FGSM attack, in pixel units (pixels are in [0, 1])
@@ -110,7 +114,10 @@ print(f"5×5 convolution: {conv_params_5x5:,} parameters")
 
 # %% [markdown]
 # The data of this chapter: real handwritten digits (MNIST, via `lib`) and a real photo that ships with
-# scikit-learn (the Summer Palace in Beijing).
+# scikit-learn (the Summer Palace in Beijing). The digits come in three splits, as in chapter 02: the network
+# learns from **train**; everything we choose by looking at results (epochs, learning rate, widths, augmentation,
+# the document reader's rules) is judged on **validation**; **test** is read once, after training, for the numbers
+# we report. Each number below says which split it comes from.
 
 # %%
 split = lib.load_digits().to(device)
@@ -122,9 +129,9 @@ print(f"photo: {tuple(photo.shape)} RGB in [0, 1]; gray version {tuple(gray.shap
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), gridspec_kw={"width_ratios": [1.6, 2]})
 axes[0].imshow(photo.permute(1, 2, 0))
 axes[0].set_title("china.jpg (scikit-learn sample)")
-digits_row = split.test_x[:8, 0].cpu().permute(1, 0, 2).reshape(28, -1)
+digits_row = split.train_x[:8, 0].cpu().permute(1, 0, 2).reshape(28, -1)
 axes[1].imshow(digits_row, cmap="gray")
-axes[1].set_title("test digits: " + " ".join(str(int(c)) for c in split.test_y[:8]))
+axes[1].set_title("training digits: " + " ".join(str(int(c)) for c in split.train_y[:8]))
 for ax in axes:
     ax.axis("off")
 plt.show()
@@ -193,7 +200,7 @@ def conv2d_im2col(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, str
     return y.view(n, c_out, h_out, w_out)
 
 
-digits = split.test_x[:64].cpu()
+digits = split.train_x[:64].cpu()
 layer = nn.Conv2d(1, 8, 5, stride=1, padding=2)
 with torch.no_grad():
     lib.close(conv2d_im2col(digits, layer.weight, layer.bias, 1, 2), layer(digits), "im2col convolution on 64 digits",
@@ -361,7 +368,8 @@ print("✓ max and average pooling (4 settings, both padding conventions) match 
 # ### 2.7 Parameter count
 #
 # A convolution with $G$ **groups** splits the channels into $G$ independent groups ($G = C_{in}$ is a
-# *depthwise* convolution, used by MobileNet); a batch-normalisation layer learns a scale and a shift per channel:
+# *depthwise* convolution, used by MobileNet); a batch-normalisation layer (section 5.1) learns a scale and a shift
+# per channel:
 #
 # $$ \#\text{conv} = C_{out}\cdot\frac{C_{in}}{G}\cdot K_h K_w + C_{out}\,[\text{bias}],\qquad
 #    \#\text{linear} = d_{out}\, d_{in} + d_{out},\qquad \#\text{batchnorm} = 2C . $$
@@ -426,7 +434,7 @@ print("The loops give the same numbers hundreds of times more slowly: the sum is
 #   changes in any direction; their weights sum to zero, so flat regions give zero;
 # * **sharpen** = identity − Laplacian: add back the local detail that blurring removes.
 #
-# The first layer of a trained CNN learns kernels much like these (section 5).
+# The first layer of a trained CNN learns kernels much like these (section 6).
 
 # %%
 def kernel_tensor(rows: list[list[float]]) -> torch.Tensor:
@@ -643,10 +651,79 @@ print(f"✓ dummy forward pass gives flatten size {size}; the fixed model maps 6
 # %% [markdown]
 # ## 5 · Build and train a CNN on handwritten digits
 #
-# The model is small and classic: two blocks of convolution → **batch normalisation (批归一化)** → ReLU → 2×2
-# max pooling, then dropout and two fully connected layers. Batch normalisation rescales each channel to zero
-# mean and unit variance over the batch (then learns its own scale and shift), which makes training faster and
-# less sensitive to the learning rate. The flatten size is measured with the dummy forward pass of section 4.
+# ### 5.1 Batch normalisation
+#
+# Our CNN puts a **batch normalisation (批归一化)** layer after each convolution. In training mode it standardises
+# every channel $c$ with the mean and variance of the current mini-batch, taken over the $m = NHW$ values of that
+# channel (all images, all positions), then applies a learned scale $\gamma_c$ and shift $\beta_c$:
+#
+# $$ \mu_c = \frac1m\sum_{n,h,w} x_{nchw},\qquad \sigma_c^2 = \frac1m\sum_{n,h,w}(x_{nchw}-\mu_c)^2,\qquad
+#    y_{nchw} = \gamma_c\,\frac{x_{nchw}-\mu_c}{\sqrt{\sigma_c^2+\epsilon}} + \beta_c . $$
+#
+# Keeping every channel at a steady scale lets the next layer learn without chasing the scale of the last one, so
+# training tolerates larger learning rates; the batch-to-batch noise in $\mu_c, \sigma_c$ also regularises a
+# little. But a prediction must not depend on which other images share its batch (and a batch may be one image).
+# So the layer also keeps running averages, updated at every training step with PyTorch's `momentum` $\alpha = 0.1$
+# (the variance with the unbiased factor $m/(m-1)$),
+#
+# $$ \hat\mu_c \leftarrow (1-\alpha)\,\hat\mu_c + \alpha\,\mu_c,\qquad
+#    \hat\sigma_c^2 \leftarrow (1-\alpha)\,\hat\sigma_c^2 + \alpha\,\tfrac{m}{m-1}\,\sigma_c^2, $$
+#
+# and in evaluation mode (`model.eval()`) it uses $\hat\mu_c, \hat\sigma_c^2$ in place of the batch statistics.
+# These two running vectors are *buffers*, saved with the model but not learned, which is why section 2.7 counts
+# only $2C$ parameters. We compute all of it by hand on real convolution outputs and compare with
+# `nn.BatchNorm2d` in both modes.
+
+# %%
+def batch_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, running_mean: torch.Tensor,
+               running_var: torch.Tensor, training: bool, momentum: float = 0.1,
+               eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batch normalisation of (N, C, H, W) by hand; returns (output, new running mean, new running variance)."""
+    if training:
+        mean, var = x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)
+        m = x.numel() // x.shape[1]
+        running_mean = (1 - momentum) * running_mean + momentum * mean
+        running_var = (1 - momentum) * running_var + momentum * var * m / (m - 1)
+    else:
+        mean, var = running_mean, running_var
+    per_channel = (1, -1, 1, 1)
+    normalised = (x - mean.view(per_channel)) / torch.sqrt(var.view(per_channel) + eps)
+    return gamma.view(per_channel) * normalised + beta.view(per_channel), running_mean, running_var
+
+
+torch.manual_seed(0)
+conv_out = nn.Conv2d(1, 8, 5, padding=2)(split.train_x[:96].cpu()).detach()  # 96 digits × 8 channels × 28×28
+bn = nn.BatchNorm2d(8)
+with torch.no_grad():
+    bn.weight.uniform_(0.5, 2.0)
+    bn.bias.uniform_(-1.0, 1.0)
+    mean_hat, var_hat = torch.zeros(8), torch.ones(8)
+    bn.train()
+    for i, batch in enumerate(conv_out.split(32)):  # three training steps on three different batches
+        ours, mean_hat, var_hat = batch_norm(batch, bn.weight, bn.bias, mean_hat, var_hat, training=True)
+        lib.close(ours, bn(batch), f"train mode, batch {i}: batch statistics", atol=1e-5, quiet=True)
+        lib.close(mean_hat, bn.running_mean, "running mean", atol=1e-6, quiet=True)
+        lib.close(var_hat, bn.running_var, "running variance", rtol=1e-4, quiet=True)
+    bn.eval()
+    ours, _, _ = batch_norm(conv_out, bn.weight, bn.bias, mean_hat, var_hat, training=False)
+    lib.close(ours, bn(conv_out), "eval mode: running statistics", atol=1e-5, quiet=True)
+print("✓ batch norm by hand = nn.BatchNorm2d in train mode (3 steps, outputs and running statistics) and eval mode")
+
+with torch.no_grad():  # the same digit (index 0) in two different batches
+    batch_a, batch_b = conv_out[:16], torch.cat([conv_out[:1], conv_out[48:63]])
+    bn.train()
+    train_gap = (bn(batch_a)[0] - bn(batch_b)[0]).abs().max().item()
+    bn.eval()
+    eval_gap = (bn(batch_a)[0] - bn(batch_b)[0]).abs().max().item()
+print(f"digit 0's output in two different batches differs by up to {train_gap:.3f} in train mode, "
+      f"{eval_gap:.1e} in eval mode")
+assert train_gap > 0.01 and eval_gap < 1e-6
+
+# %% [markdown]
+# ### 5.2 The model
+#
+# Two blocks of convolution → batch normalisation → ReLU → 2×2 max pooling, then dropout and two fully connected
+# layers. The flatten size is measured with the dummy forward pass of section 4.
 #
 # | layer | output shape (per image) |
 # |---|---|
@@ -682,13 +759,27 @@ def digit_cnn_param_count(c1: int, c2: int, hidden: int = 128) -> int:
             + (c2 * 7 * 7) * hidden + hidden + hidden * 10 + 10)
 
 
+def first_linear_share(model: DigitCNN) -> float:
+    """Share of the model's parameters that sit in the first fully connected layer."""
+    return count(model.classifier[2]) / count(model)
+
+
 torch.manual_seed(0)
 cnn = lib.prepare_model(DigitCNN(S["channels"]), device)
 assert count(cnn) == digit_cnn_param_count(*S["channels"])
 print(cnn)
-print(f"parameters: {count(cnn):,} (formula agrees); chapter 02's MLP had about 670,000")
+print(f"parameters: {count(cnn):,} (formula agrees), {first_linear_share(cnn):.1%} of them in the first linear layer "
+      f"({count(cnn.classifier[2]):,}); chapter 02's MLP had about 670,000")
+standard_width = DigitCNN((16, 32))  # the standard profile's widths, which the text quotes
+assert count(standard_width) == 207_274 and round(first_linear_share(standard_width), 3) == 0.969
 
 # %% [markdown]
+# At the standard profile's widths (16 and 32 channels) that is 207,274 parameters, and 96.9% of them sit in one
+# place: the first linear layer, which connects all $32 \cdot 7 \cdot 7 = 1{,}568$ flattened features to 128 hidden
+# units. The convolutions, which do the seeing, have about 5,000. Exercise 5 asks what to do about that.
+#
+# ### 5.3 Data augmentation
+#
 # **Data augmentation (数据增强).** With a few thousand training digits, the network would soon memorise them. Every
 # mini-batch is therefore redrawn with a small random rotation (±10°), scaling (±10%) and shift (±2 pixels) per
 # image: `F.affine_grid` builds the sampling grid of each transform and `F.grid_sample` resamples the image
@@ -722,8 +813,13 @@ lib.image_grid(torch.cat([split.train_x[:1], examples]), ["original"] + ["augmen
 plt.show()
 
 # %% [markdown]
-# Training uses AdamW with a one-cycle learning-rate schedule, and `lib.fit` for the loop (progress bar,
-# live curves, test accuracy after each epoch, checkpoint per epoch: interrupt and re-run to resume).
+# ### 5.4 Training, choosing on validation
+#
+# Training uses AdamW with a one-cycle learning-rate schedule, and `lib.fit` for the loop (progress bar, live
+# curves, **validation** accuracy after each epoch, checkpoint per epoch: interrupt and re-run to resume; the
+# augmentation generator is saved with the checkpoint, so a resumed run draws the same random transforms). The
+# epochs, learning rate, widths and augmentation strength were chosen by watching this validation curve. The test
+# digits are read once, after training, and their accuracy is the number we report.
 
 # %%
 batches = lib.Batches(split.train_x, split.train_y, batch_size=S["batch_size"], seed=0)
@@ -742,18 +838,58 @@ def step(x: torch.Tensor, y: torch.Tensor) -> dict:
 
 history = lib.fit(
     step, batches, S["epochs"],
-    evaluate=lambda: {"test_accuracy": lib.accuracy(cnn, split.test_x, split.test_y)},
+    evaluate=lambda: {"val_accuracy": lib.accuracy(cnn, split.val_x, split.val_y)},
     checkpoint=lib.checkpoint_path("03_cnn", "cnn", epochs=S["epochs"], channels=S["channels"],
                                    batch_size=S["batch_size"]),
-    state={"model": cnn, "optimizer": optimizer, "schedule": schedule},
+    state={"model": cnn, "optimizer": optimizer, "schedule": schedule, "augment": augment_rng},
 )
-test_accuracy = history.last("test_accuracy")
+val_curve = history["val_accuracy"]
+val_accuracy = val_curve[-1]
+print("validation accuracy per epoch:", " ".join(f"{a:.3f}" for a in val_curve))
+assert val_accuracy > val_curve[0], "validation accuracy should rise during training"
+assert max(val_curve) - val_accuracy <= 0.01, "the last epoch should be (about) the best: fewer epochs would do"
+
+# %% [markdown]
+# The validation curve has flattened by the last epoch (it ends within a point of its best), which is how the number
+# of epochs was chosen. Now, once, the test digits:
+
+# %%
+test_accuracy = lib.accuracy(cnn, split.test_x, split.test_y)
 bar = lib.pick(BARS)
-if lib.get_profile() == "full" and len(split.test_y) < 10_000:  # full MNIST could not be downloaded
-    bar = BARS["standard"]
-    print("full profile on the offline subset: using the standard bar")
-print(f"test accuracy on {len(split.test_y):,} held-out digits: {test_accuracy:.4f} (bar {bar})")
+print(f"validation accuracy {val_accuracy:.4f} on {len(split.val_y):,} digits; "
+      f"test accuracy {test_accuracy:.4f} on {len(split.test_y):,} digits (bar {bar})")
 assert test_accuracy >= bar, f"test accuracy {test_accuracy:.4f} is below the bar {bar}"
+
+# %% [markdown]
+# **Why `model.eval()` matters.** `lib.predict` switches the model to evaluation mode, so batch norm uses its
+# running statistics. Left in training mode, each prediction is normalised with the statistics of its batch. With
+# a mixed batch those are close to the running ones, but a batch of ten 7s (as when a scanner processes one sorted
+# tray), or a single image, has its own mean and variance in every channel, and the network's view of every digit
+# shifts. Below: the validation digits with only the batch-norm layers in training mode (dropout off), in shuffled
+# batches of 10, in batches of 10 sorted by label, and one at a time. The mixed batches do as well as eval mode; the
+# other two lose several points, and a model's answer for one image would depend on what else is in its batch.
+
+# %%
+@torch.no_grad()
+def accuracy_with_batch_statistics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 10) -> float:
+    """Accuracy when batch norm normalises each batch with its own statistics (a copy, so running stats stay)."""
+    probe = copy.deepcopy(model).eval()
+    for module in probe.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.train()
+    predictions = torch.cat([probe(x[i : i + batch]).argmax(1) for i in range(0, len(x), batch)])
+    return (predictions == y).float().mean().item()
+
+
+shuffled = torch.randperm(len(split.val_y), generator=torch.Generator().manual_seed(0)).to(device)
+by_label = split.val_y.argsort(stable=True)
+mixed_batches = accuracy_with_batch_statistics(cnn, split.val_x[shuffled], split.val_y[shuffled])
+one_class_batches = accuracy_with_batch_statistics(cnn, split.val_x[by_label], split.val_y[by_label])
+single_images = accuracy_with_batch_statistics(cnn, split.val_x, split.val_y, batch=1)
+print(f"validation accuracy: eval mode {val_accuracy:.3f} | with batch statistics: mixed batches of 10 "
+      f"{mixed_batches:.3f}, one digit per batch of 10 {one_class_batches:.3f}, one image per batch {single_images:.3f}")
+assert abs(mixed_batches - val_accuracy) < 0.02, "mixed batches have statistics close to the running ones"
+assert one_class_batches < val_accuracy - 0.02 and single_images < val_accuracy - 0.02
 
 # %% [markdown]
 # ## 6 · Look inside
@@ -778,30 +914,30 @@ plt.show()
 # %% [markdown]
 # ### Widget: feature maps of a chosen digit
 #
-# Pick a test digit and a block. Block 1 maps (14×14) still look like the digit, filtered; block 2 maps (7×7)
+# Pick a validation digit and a block. Block 1 maps (14×14) still look like the digit, filtered; block 2 maps (7×7)
 # are coarser and respond to parts (a loop, an end point, a crossing). Bright = strong activation.
 
 # %%
 BLOCKS = {"block 1 (14×14)": 4, "block 2 (7×7)": 8}  # how many layers of cnn.features to run
-test_probs = lib.predict(cnn, split.test_x).softmax(1).cpu()
-test_pred = test_probs.argmax(1)
-test_y = split.test_y.cpu()
+val_probs = lib.predict(cnn, split.val_x).softmax(1).cpu()
+val_pred = val_probs.argmax(1)
+val_y = split.val_y.cpu()
 
 
 @torch.no_grad()
 def activations(index: int, block: str) -> torch.Tensor:
-    """Feature maps (C, H, W) of test digit `index` after the given block."""
+    """Feature maps (C, H, W) of validation digit `index` after the given block."""
     cnn.eval()
-    return cnn.features[: BLOCKS[block]](split.test_x[index : index + 1]).float().cpu()[0]
+    return cnn.features[: BLOCKS[block]](split.val_x[index : index + 1]).float().cpu()[0]
 
 
 def draw_feature_maps(index: int, block: str) -> plt.Figure:
     maps = activations(index, block)[:16]
     fig, axes = plt.subplots(2, 9, figsize=(12, 3))
-    axes[0, 0].imshow(split.test_x[index, 0].cpu(), cmap="gray")
-    axes[0, 0].set_title(f"#{index}: label {int(test_y[index])}", fontsize=8)
-    axes[1, 0].bar(range(10), test_probs[index])
-    axes[1, 0].set_title(f"predicted {int(test_pred[index])}", fontsize=8)
+    axes[0, 0].imshow(split.val_x[index, 0].cpu(), cmap="gray")
+    axes[0, 0].set_title(f"#{index}: label {int(val_y[index])}", fontsize=8)
+    axes[1, 0].bar(range(10), val_probs[index])
+    axes[1, 0].set_title(f"predicted {int(val_pred[index])}", fontsize=8)
     axes[1, 0].set_xticks(range(0, 10, 3))
     for c, ax in enumerate([a for row in axes for a in row[1:]]):
         ax.imshow(maps[c], cmap="magma", vmin=0)
@@ -809,14 +945,14 @@ def draw_feature_maps(index: int, block: str) -> plt.Figure:
     for ax in axes.flat:
         if ax is not axes[1, 0]:
             ax.axis("off")
-    fig.suptitle(f"{block}: first 16 channels for test digit #{index}", fontsize=10)
+    fig.suptitle(f"{block}: first 16 channels for validation digit #{index}", fontsize=10)
     fig.tight_layout()
     return fig
 
 
 maps_explorer = lib.widgets.Explorer(
     draw_feature_maps,
-    index=widgets.IntSlider(value=0, min=0, max=len(test_y) - 1, description="test digit"),
+    index=widgets.IntSlider(value=0, min=0, max=len(val_y) - 1, description="digit"),
     block=widgets.Dropdown(options=list(BLOCKS), value="block 1 (14×14)", description="layer"),
 )
 maps_explorer
@@ -826,13 +962,13 @@ maps_explorer
 # network's feature map and prediction.
 
 # %%
-wrong_idx = torch.nonzero(test_pred != test_y).flatten()
+wrong_idx = torch.nonzero(val_pred != val_y).flatten()
 target = int(wrong_idx[0]) if len(wrong_idx) else 1
 maps_explorer.controls["index"].value = target
 maps_explorer.controls["block"].value = "block 2 (7×7)"
 drawn = torch.tensor(maps_explorer.figure.axes[1].images[0].get_array().data)  # channel 0 of the chosen block
 lib.close(drawn, activations(target, "block 2 (7×7)")[0], f"widget shows block 2, channel 0 of digit #{target}")
-assert drawn.shape == (7, 7) and maps_explorer.figure.axes[9].get_title() == f"predicted {int(test_pred[target])}"
+assert drawn.shape == (7, 7) and maps_explorer.figure.axes[9].get_title() == f"predicted {int(val_pred[target])}"
 
 # %% [markdown]
 # ### Confusion matrix and the most confident mistakes
@@ -842,8 +978,8 @@ assert drawn.shape == (7, 7) and maps_explorer.figure.axes[9].get_title() == f"p
 # look like labelling errors; both are worth knowing about before trusting a model.
 
 # %%
-matrix = lib.viz.confusion_matrix(test_pred, test_y, 10)
-assert matrix.sum() == len(test_y) and matrix.trace() == (test_pred == test_y).sum()
+matrix = lib.viz.confusion_matrix(val_pred, val_y, 10)
+assert matrix.sum() == len(val_y) and matrix.trace() == (val_pred == val_y).sum()
 lib.viz.plot_confusion(matrix, split.classes)
 plt.show()
 off_diagonal = matrix - torch.diag(matrix.diag())
@@ -851,12 +987,12 @@ worst = divmod(int(off_diagonal.argmax()), 10)
 print(f"most frequent confusion: true {worst[0]} predicted as {worst[1]} ({int(off_diagonal.max())} times)")
 
 # %%
-confidence = test_probs.max(1).values
+confidence = val_probs.max(1).values
 mistakes = wrong_idx[confidence[wrong_idx].argsort(descending=True)][:12]
-lib.image_grid(split.test_x[mistakes.to(device)],
-               [f"{int(test_y[i])}→{int(test_pred[i])} ({confidence[i]:.2f})" for i in mistakes], columns=12)
+lib.image_grid(split.val_x[mistakes.to(device)],
+               [f"{int(val_y[i])}→{int(val_pred[i])} ({confidence[i]:.2f})" for i in mistakes], columns=12)
 plt.show()
-assert all(test_pred[i] != test_y[i] for i in mistakes)
+assert all(val_pred[i] != val_y[i] for i in mistakes)
 assert len(mistakes) == 0 or confidence[mistakes[0]] == confidence[wrong_idx].max()
 
 # %% [markdown]
@@ -866,7 +1002,8 @@ assert len(mistakes) == 0 or confidence[mistakes[0]] == confidence[wrong_idx].ma
 #   object detection (YOLO, Faster R-CNN) in driver assistance, retail shelf monitoring and traffic cameras all
 #   use a CNN backbone that turns pixels into feature maps.
 # * **Inspection.** Cameras on production lines check welds, circuit boards, bottles, textiles and steel surfaces
-#   for defects faster and more consistently than people; many systems compare each part with a reference.
+#   for defects faster and more consistently than people; the simplest systems find each part by **template
+#   matching (模板匹配)**, sliding a reference image over the shot (a convolution), and learned CNNs flag defects.
 # * **Medical imaging (医学影像).** CNNs screen retinal photos for diabetic retinopathy, flag findings on chest
 #   X-rays and CT, and segment tumours (U-Net); they assist, and are regulated as medical devices.
 # * **Document reading.** LeCun's LeNet read handwritten cheque amounts and postcodes in the 1990s; today's optical
@@ -874,16 +1011,13 @@ assert len(mistakes) == 0 or confidence[mistakes[0]] == confidence[wrong_idx].ma
 # * Inside large models: the vision encoders of multimodal models began as CNNs and today are often vision
 #   transformers that keep the convolutional "patch embedding" as their first layer (chapter 08).
 #
-# Two runnable demonstrations follow: a document reader built on the trained digit CNN, and an inspection camera
-# built from a single convolution on the photo.
+# ### A document reader for five-digit numbers
 #
-# ### 7.1 Document reading: five-digit numbers
-#
-# A reader for handwritten numbers (postcodes, amounts) is a pipeline: **segment** the strip into characters at
-# blank columns, **normalise** each one the way MNIST was made (fit into 20×20 pixels, centre the centre of mass in
-# a 28×28 frame), and **classify** it with the CNN. The strips are made of held-out test digits written next to
-# each other with small gaps. A number is read correctly only if *all five* digits are; if digit errors were
-# independent, that happens with probability $p^5$.
+# Reading a handwritten number (a postcode, an amount) is a pipeline: **segment** the strip into characters at
+# blank columns, **normalise** each one the way MNIST was made (longer side 20 pixels, centre of mass at the centre
+# of a 28×28 frame), and **classify** it with the CNN. The strips are validation digits written side by side with
+# small gaps (the pipeline's rules were tuned by looking at its mistakes, so they are judged on validation). A number
+# is read correctly only if *all five* digits are; with independent errors that happens with probability $p^5$.
 
 # %%
 def make_strip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -891,16 +1025,13 @@ def make_strip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor
     pieces = [torch.zeros(28, 4)]
     for image in images:
         ink = torch.nonzero(image.sum(0) > 0).flatten()
-        pieces += [image[:, ink.min() : ink.max() + 1], torch.zeros(28, int(torch.randint(2, 7, (1,), generator=generator)))]
+        gap = int(torch.randint(2, 7, (1,), generator=generator))
+        pieces += [image[:, ink.min() : ink.max() + 1], torch.zeros(28, gap)]
     return torch.cat(pieces, dim=1)
 
 
 def segment(strip: torch.Tensor, min_ink: float = 5.0) -> list[torch.Tensor]:
-    """Cut a strip at blank columns; return the pieces trimmed to their ink.
-
-    A single blank column between inked ones does not split (pen strokes have small breaks), and pieces with
-    less than `min_ink` total ink are dropped as specks.
-    """
+    """Cut a strip at blank columns (a single blank column inside a stroke does not cut); drop specks."""
     ink = (strip.sum(0) > 0).tolist()
     inked = [ink[c] or (0 < c < len(ink) - 1 and ink[c - 1] and ink[c + 1]) for c in range(len(ink))]
     pieces, start = [], None
@@ -919,14 +1050,12 @@ def segment(strip: torch.Tensor, min_ink: float = 5.0) -> list[torch.Tensor]:
 def normalise(piece: torch.Tensor) -> torch.Tensor:
     """MNIST-style: scale the longer side to 20 pixels, paste into 28×28, move the centre of mass to the centre."""
     h, w = piece.shape
-    scale = 20 / max(h, w)
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    size = (max(1, round(h * 20 / max(h, w))), max(1, round(w * 20 / max(h, w))))
     small = F.interpolate(piece[None, None], size=size, mode="bilinear", antialias=True, align_corners=False)[0, 0]
     canvas = torch.zeros(28, 28)
     top, left = (28 - size[0]) // 2, (28 - size[1]) // 2
     canvas[top : top + size[0], left : left + size[1]] = small.clamp(0, 1)
-    grid = torch.arange(28.0)
-    mass = canvas.sum()
+    grid, mass = torch.arange(28.0), canvas.sum()
     dy = round(13.5 - (canvas.sum(1) * grid).sum().item() / mass.item())
     dx = round(13.5 - (canvas.sum(0) * grid).sum().item() / mass.item())
     return torch.roll(canvas, (max(-4, min(4, dy)), max(-4, min(4, dx))), dims=(0, 1))
@@ -941,22 +1070,22 @@ def read_number(strip: torch.Tensor) -> str:
     return "".join(str(int(d)) for d in lib.predict(cnn, batch).argmax(1))
 
 
-order = torch.randperm(len(test_y), generator=torch.Generator().manual_seed(0))
+order = torch.randperm(len(val_y), generator=torch.Generator().manual_seed(0))
 groups = order[: (len(order) // 5) * 5].view(-1, 5)[: S["strips"]]
 strip_rng = torch.Generator().manual_seed(0)
-strips = [make_strip(split.test_x[g.to(device), 0].cpu(), strip_rng) for g in groups]
-truths = ["".join(str(int(test_y[i])) for i in g) for g in groups]
+strips = [make_strip(split.val_x[g.to(device), 0].cpu(), strip_rng) for g in groups]
+truths = ["".join(str(int(val_y[i])) for i in g) for g in groups]
 readings = [read_number(s) for s in strips]
 segmented = sum(len(r) == 5 for r in readings) / len(readings)
-digit_reading = sum(sum(a == b for a, b in zip(r, t, strict=False)) if len(r) == 5 else 0
-                    for r, t in zip(readings, truths, strict=True)) / (5 * len(truths))
+digit_reading = sum(sum(a == b for a, b in zip(r, t, strict=True)) for r, t in zip(readings, truths, strict=True)
+                    if len(r) == 5) / (5 * len(truths))
 string_accuracy = sum(r == t for r, t in zip(readings, truths, strict=True)) / len(truths)
-print(f"{len(strips)} strips: cut into 5 pieces {segmented:.1%}, digits read correctly {digit_reading:.1%}, "
-      f"whole numbers read correctly {string_accuracy:.1%}\n(with the CNN's per-digit test accuracy p = {test_accuracy:.3f}"
-      f" and independent errors, p^5 = {test_accuracy**5:.1%})")
-assert segmented >= 0.9 and digit_reading >= test_accuracy - 0.05, "the reading pipeline loses too many digits"
+print(f"{len(strips)} strips of validation digits: cut into 5 pieces {segmented:.1%}, digits read correctly "
+      f"{digit_reading:.1%}, whole numbers {string_accuracy:.1%} (the CNN alone: p = {val_accuracy:.3f} per digit, "
+      f"p^5 = {val_accuracy**5:.1%})")
+assert segmented >= 0.9 and digit_reading >= val_accuracy - 0.05, "the reading pipeline loses too many digits"
 
-fig, axes = plt.subplots(4, 1, figsize=(7, 4.2))
+fig, axes = plt.subplots(3, 1, figsize=(7, 3.2))
 for ax, s, r, t in zip(axes, strips, readings, truths, strict=False):
     ax.imshow(s, cmap="gray")
     ax.set_title(f"read {r}  (true {t}) {'✓' if r == t else '✗'}", fontsize=9)
@@ -965,85 +1094,9 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Errors compound in a pipeline: 98% per digit is only about 90% per five-digit number. Real readers add a
-# language or checksum model (a postcode must exist, an amount in words must match the amount in figures), and
-# must handle touching digits, which blank-column segmentation cannot split.
-#
-# ### 7.2 Inspection: find a part, notice a defect
-#
-# An inspection camera must find a reference part in each new shot (lighting and position change) and flag it if
-# it does not look right. **Template matching (模板匹配)** does both with one convolution: slide the reference
-# patch $T$ over the image and compute the **normalised cross-correlation** at each position,
-#
-# $$ \mathrm{NCC}(i,j) = \frac{\sum_{u,v} (P_{ij}[u,v]-\bar P_{ij})(T[u,v]-\bar T)}
-#    {\sqrt{\sum_{u,v}(P_{ij}[u,v]-\bar P_{ij})^2}\;\sqrt{\sum_{u,v}(T[u,v]-\bar T)^2}} \in [-1, 1], $$
-#
-# where $P_{ij}$ is the image window at $(i, j)$. Subtracting means and dividing by norms makes it ignore brightness
-# and contrast changes. The numerator is one `F.conv2d` with the zero-mean template (its $\bar P$ term vanishes because
-# the template sums to zero); the window sums in the denominator are convolutions with an all-ones kernel, which an
-# **integral image** (cumulative sums, the trick behind the Viola–Jones face detector) computes in $O(1)$ per
-# window. The "new shot" is the photo moved, darkened, with lower contrast and slightly blurred; the reference is the
-# top of the pagoda from the original.
-
-# %%
-def window_sums(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Sum of every h×w window of a 2-D tensor (an all-ones convolution), via an integral image in float64."""
-    integral = F.pad(x.double().cumsum(0).cumsum(1), (1, 0, 1, 0))
-    return integral[h:, w:] - integral[:-h, w:] - integral[h:, :-w] + integral[:-h, :-w]
-
-
-def ncc_map(image: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
-    """Normalised cross-correlation of `template` at every valid position of `image` (2-D tensors)."""
-    t = template - template.mean()
-    h, w = template.shape
-    numerator = F.conv2d(image[None, None], t[None, None])[0, 0].double()
-    window_var = window_sums(image**2, h, w) - window_sums(image, h, w) ** 2 / t.numel()  # Σ (P - P̄)²
-    return (numerator / (window_var.clamp(min=1e-12).sqrt() * t.double().norm())).float()
-
-
-reference = F.avg_pool2d(gray[None, None], 2)[0, 0]  # the inspection camera's resolution: 320×213
-top, left, size = 10, 85, 32
-template = reference[top : top + size, left : left + size]  # the top of the pagoda
-view = (4, 15)  # the camera now looks 4 pixels lower and 15 pixels further right
-scene = 0.25 + 0.55 * reference[view[0] : view[0] + 200, view[1] : view[1] + 290]  # darker, lower contrast
-scene = apply_kernel(scene, torch.outer(torch.tensor([1.0, 2, 1]), torch.tensor([1.0, 2, 1])) / 16)  # out of focus
-truth = (top - view[0], left - view[1])  # where the part should be found
-scores = ncc_map(scene, template)
-
-for i, j in [(2, 3), (60, 150), truth]:  # the formula, term by term (in float64), at 3 positions
-    p, t = scene[i : i + size, j : j + size].double(), template.double()
-    direct = ((p - p.mean()) * (t - t.mean())).sum() / ((p - p.mean()).norm() * (t - t.mean()).norm())
-    lib.close(scores[i, j], direct, f"NCC via convolutions at ({i}, {j}) = the formula", atol=1e-3)
-found = divmod(int(scores.argmax()), scores.shape[1])
-plain = F.conv2d(scene[None, None], template[None, None])[0, 0]
-plain_found = divmod(int(plain.argmax()), plain.shape[1])
-print(f"✓ NCC = formula; part found at {found} (true {truth}), score {scores.max():.3f}; "
-      f"plain correlation would pick {plain_found}")
-assert found == truth and scores.max() > 0.9
-
-scratched = scene.clone()
-rows = torch.arange(found[0] + 5, found[0] + 27)
-scratched[rows, found[1] + (rows - found[0])] = 0.05  # a thin dark diagonal scratch across the part
-defect_score = ncc_map(scratched[found[0] : found[0] + size, found[1] : found[1] + size], template)[0, 0].item()
-THRESHOLD = 0.9
-print(f"good part: score {scores[found]:.3f} → {'PASS' if scores[found] > THRESHOLD else 'FAIL'}; "
-      f"scratched part: score {defect_score:.3f} → {'PASS' if defect_score > THRESHOLD else 'FAIL'}")
-assert scores[found] > THRESHOLD > defect_score
-
-fig, axes = plt.subplots(1, 4, figsize=(13, 3), gridspec_kw={"width_ratios": [0.6, 1.5, 1.5, 0.6]})
-axes[0].imshow(template, cmap="gray", vmin=0, vmax=1)
-axes[0].set_title("reference part", fontsize=9)
-axes[1].imshow(scene, cmap="gray", vmin=0, vmax=1)
-axes[1].add_patch(plt.Rectangle((found[1], found[0]), size, size, fill=False, color="lime", lw=2))
-axes[1].set_title("new shot: moved, darker, blurred", fontsize=9)
-axes[2].imshow(scores, cmap="viridis")
-axes[2].set_title(f"NCC map (peak {scores.max():.2f})", fontsize=9)
-axes[3].imshow(scratched[found[0] : found[0] + size, found[1] : found[1] + size], cmap="gray", vmin=0, vmax=1)
-axes[3].set_title(f"scratched part: NCC {defect_score:.2f}", fontsize=9)
-for ax in axes:
-    ax.axis("off")
-fig.tight_layout()
-plt.show()
+# Errors compound in a pipeline: 98% per digit is only about 90% per five-digit number, and the reader loses a little
+# more to segmentation and normalisation. Real readers add a language or checksum model (a postcode must exist, an
+# amount in words must match the amount in figures) and must split touching digits, which blank columns cannot.
 
 # %% [markdown]
 # ## 8 · Challenges and limits
@@ -1051,13 +1104,14 @@ plt.show()
 # ### 8.1 Data hunger
 #
 # How much labelled data does a CNN need? We train the same small CNN (without augmentation) and, for comparison,
-# an MLP on growing subsets of the training digits, each for the same number of updates (learning rate decayed linearly to zero), and test on the same
-# held-out digits. Labelled data is the expensive part of most industrial projects (a radiologist's time, a
-# defect that occurs once in ten thousand parts).
+# an MLP on growing subsets of the training digits, each for the same number of updates (learning rate decayed
+# linearly to zero), and measure accuracy on the same validation digits (this is an experiment to look at and learn
+# from, so it stays off the test digits). Labelled data is the expensive part of most industrial projects (a
+# radiologist's time, a defect that occurs once in ten thousand parts).
 
 # %%
 def train_on_subset(make_model: Callable[[], nn.Module], n: int, steps: int, seed: int = 0) -> float:
-    """Train a fresh model on the first n training digits for `steps` Adam updates; return test accuracy."""
+    """Train a fresh model on the first n training digits for `steps` Adam updates; return validation accuracy."""
     torch.manual_seed(seed)
     model = lib.prepare_model(make_model(), device)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
@@ -1068,7 +1122,7 @@ def train_on_subset(make_model: Callable[[], nn.Module], n: int, steps: int, see
     for _ in range(steps):
         train_step(*next(stream))
         decay.step()
-    return lib.accuracy(model, split.test_x, split.test_y)
+    return lib.accuracy(model, split.val_x, split.val_y)
 
 
 def small_mlp() -> nn.Module:
@@ -1082,19 +1136,28 @@ for n in sizes:
     hunger["MLP"].append(train_on_subset(small_mlp, n, S["hunger_steps"]))
     print(f"{n:>6} training digits: CNN {hunger['CNN'][-1]:.3f}, MLP {hunger['MLP'][-1]:.3f}")
 
-fig = lib.viz.plot_curves({k: (sizes, v) for k, v in hunger.items()}, "training digits (log scale)", "test accuracy",
+fig = lib.viz.plot_curves({k: (sizes, v) for k, v in hunger.items()}, "training digits (log scale)",
+                          "validation accuracy",
                           title=f"accuracy vs training-set size ({S['hunger_steps']} updates each)")
 fig.axes[0].set_xscale("log")
 plt.show()
+per_doubling = [(b - a) / math.log2(m / n)
+                for n, m, a, b in zip(sizes, sizes[1:], hunger["CNN"], hunger["CNN"][1:], strict=False)]
+margins = [c - m for c, m in zip(hunger["CNN"], hunger["MLP"], strict=True)]
+print("CNN: validation accuracy gained per doubling of the data, from the smallest step to the largest:",
+      ", ".join(f"{100 * g:.1f}" for g in per_doubling), "points")
 assert hunger["CNN"][-1] > hunger["CNN"][0] + 0.05, "more data should help the CNN"
-assert sum(hunger["CNN"]) > sum(hunger["MLP"]), "the CNN should make better use of the same data"
+assert per_doubling[-1] < per_doubling[0] / 2, "the later doublings should buy much less than the first"
+assert min(margins) > 0 and margins[0] > margins[-1], "the CNN should beat the MLP everywhere, most with little data"
 
 # %% [markdown]
-# Accuracy grows roughly linearly in the *logarithm* of the data: every doubling buys a smaller gain. The CNN's
-# built-in assumptions (locality, weight sharing) make it more data-efficient than the MLP, and augmentation
-# (section 5) stretches the data further. The industrial remedies are **transfer learning (迁移学习)**: start
-# from a network pretrained on millions of images and fine-tune it on a few hundred, and self-supervised
-# pretraining on unlabelled images; that is the road that led to today's large vision models.
+# More data helps, but the later doublings buy much less than the first ones (printed above): even on the log axis
+# the curve bends over rather than rising in a straight line, and the error keeps falling ever more slowly. The
+# CNN beats the MLP at every size, by more at the small end than at the large end: its built-in assumptions
+# (locality, weight sharing) make it more data-efficient, and augmentation (section 5.3) stretches the data further.
+# The industrial remedies are **transfer learning (迁移学习)**: start from a network pretrained on millions of
+# images and fine-tune it on a few hundred, and self-supervised pretraining on unlabelled images; that is the road
+# that led to today's large vision models.
 #
 # ### 8.2 Adversarial fragility: the fast gradient sign method (FGSM)
 #
@@ -1109,8 +1172,9 @@ assert sum(hunger["CNN"]) > sum(hunger["MLP"]), "the CNN should make better use 
 # Why the sign: to first order the loss rises by $\nabla_x\mathcal{L}\cdot\delta$, and over the box
 # $\|\delta\|_\infty\le\varepsilon$ that dot product is largest for $\delta = \varepsilon\,\operatorname{sign}(\nabla_x
 # \mathcal{L})$, where it equals $\varepsilon\,\|\nabla_x\mathcal{L}\|_1$. We check both facts numerically (in
-# float64, with a tiny $\varepsilon$ so that first order is accurate), then attack the trained CNN with
-# $\varepsilon = 0.1$, a tenth of the pixel range.
+# float64, with a tiny $\varepsilon$ so that first order is accurate), then attack the trained CNN: a curve over
+# $\varepsilon$ on the validation digits, and the reported number, $\varepsilon = 0.1$ (a tenth of the pixel range),
+# once on the test digits.
 
 # %%
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, clip: bool = True) -> torch.Tensor:
@@ -1143,13 +1207,14 @@ print(f"✓ FGSM raises the loss {rise / tiny:.1f}·ε; the best of 10 random si
       f"{max(random_rises) / tiny:.1f}·ε")
 
 
-def accuracy_under(attack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], batch: int = 1000) -> float:
-    """Test accuracy of the CNN on attacked test digits (attack(x, y) → perturbed x)."""
+def accuracy_under(attack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x_all: torch.Tensor,
+                   y_all: torch.Tensor, batch: int = 1000) -> float:
+    """Accuracy of the CNN on digits x_all changed by attack(x, y) → perturbed x."""
     correct = 0
-    for i in range(0, len(split.test_y), batch):
-        x, y = split.test_x[i : i + batch], split.test_y[i : i + batch]
+    for i in range(0, len(y_all), batch):
+        x, y = x_all[i : i + batch], y_all[i : i + batch]
         correct += (lib.predict(cnn, attack(x, y)).argmax(1) == y).sum().item()
-    return correct / len(split.test_y)
+    return correct / len(y_all)
 
 
 def random_sign_noise(x: torch.Tensor, epsilon: float, generator: torch.Generator) -> torch.Tensor:
@@ -1158,24 +1223,32 @@ def random_sign_noise(x: torch.Tensor, epsilon: float, generator: torch.Generato
     return (x + epsilon * signs).clamp(0, 1)
 
 
-adversarial = fgsm(cnn, split.test_x[:16], split.test_y[:16], EPSILON)
-assert (adversarial - split.test_x[:16]).abs().max() <= EPSILON + 1e-6 and adversarial.min() >= 0
+adversarial = fgsm(cnn, split.val_x[:16], split.val_y[:16], EPSILON)
+assert (adversarial - split.val_x[:16]).abs().max() <= EPSILON + 1e-6 and adversarial.min() >= 0
 epsilons = [0.0, 0.05, 0.1, 0.2, 0.3]
 noise_rng = torch.Generator().manual_seed(0)
-fgsm_curve = [accuracy_under(lambda x, y, e=e: fgsm(cnn, x, y, e) if e else x) for e in epsilons]
-noise_curve = [accuracy_under(lambda x, y, e=e: random_sign_noise(x, e, noise_rng)) for e in epsilons]
-fgsm_accuracy = fgsm_curve[epsilons.index(EPSILON)]
-noise_accuracy = noise_curve[epsilons.index(EPSILON)]
-print(f"clean accuracy {fgsm_curve[0]:.3f} | random ±{EPSILON} noise {noise_accuracy:.3f} | "
-      f"FGSM ε={EPSILON}: {fgsm_accuracy:.3f}")
-assert abs(fgsm_curve[0] - test_accuracy) < 1e-6
-assert fgsm_accuracy < noise_accuracy - 0.05 and noise_accuracy > test_accuracy - 0.05
+fgsm_curve = [accuracy_under(lambda x, y, e=e: fgsm(cnn, x, y, e) if e else x, split.val_x, split.val_y)
+              for e in epsilons]
+noise_curve = [accuracy_under(lambda x, y, e=e: random_sign_noise(x, e, noise_rng), split.val_x, split.val_y)
+               for e in epsilons]
+assert abs(fgsm_curve[0] - val_accuracy) < 1e-6
+assert fgsm_curve[2] < noise_curve[2] - 0.05 and fgsm_curve[-1] < fgsm_curve[1] < fgsm_curve[0]
 
 fig = lib.viz.plot_curves({"FGSM attack": (epsilons, fgsm_curve), "random ±ε noise": (epsilons, noise_curve)},
-                          "ε (largest change per pixel)", "test accuracy", title="same-sized changes, different effect")
+                          "ε (largest change per pixel)", "validation accuracy",
+                          title="same-sized changes, different effect")
 plt.show()
-shown = split.test_x[:8]
-attacked = fgsm(cnn, shown, split.test_y[:8], EPSILON)
+
+# The reported numbers: ε = 0.1, once, on the test digits.
+fgsm_accuracy = accuracy_under(lambda x, y: fgsm(cnn, x, y, EPSILON), split.test_x, split.test_y)
+test_noise_rng = torch.Generator().manual_seed(0)
+noise_accuracy = accuracy_under(lambda x, y: random_sign_noise(x, EPSILON, test_noise_rng), split.test_x, split.test_y)
+print(f"test digits: clean accuracy {test_accuracy:.3f} | random ±{EPSILON} noise {noise_accuracy:.3f} | "
+      f"FGSM ε={EPSILON}: {fgsm_accuracy:.3f}")
+assert fgsm_accuracy < noise_accuracy - 0.05 and noise_accuracy > test_accuracy - 0.05
+
+shown = split.val_x[:8]
+attacked = fgsm(cnn, shown, split.val_y[:8], EPSILON)
 before, after = lib.predict(cnn, shown).argmax(1), lib.predict(cnn, attacked).argmax(1)
 lib.image_grid(torch.cat([shown, attacked]), [f"clean: {int(p)}" for p in before] + [f"FGSM: {int(p)}" for p in after],
                columns=8)
@@ -1189,19 +1262,34 @@ plt.show()
 # large or small, and matters wherever someone gains from fooling it (spam filters, content moderation, road-sign
 # recognition).
 #
-# ### 8.3 Invariance is built in only for translation
+# ### 8.3 What is built in, and what is learned: shifts, rotations
 #
-# Convolution shares weights across *positions*, not across rotations or scales. The network saw rotations of
-# at most ±10° in training; rotate the test digits further and accuracy falls (a rotated 6 *is* a 9, so some of
-# this is correct behaviour).
+# Section 2.8 showed what the architecture guarantees: convolution is translation-*equivariant* (a shifted digit
+# gives shifted feature maps), and max pooling makes the maps only *approximately* invariant to small shifts. This
+# network's head is not invariant at all: flatten + linear gives every one of the 7×7 positions its own weights,
+# so a digit moved far enough lands on weights that never saw it. Nothing in the architecture handles rotation or
+# scale; the network tolerates the ±2-pixel shifts, ±10° rotations and ±10% scalings it was shown in training
+# (augmentation *teaches* them). Below, on the validation digits: shifts and rotations beyond that range. Shifts
+# stop at 4 pixels, because MNIST centres each digit's 20×20 box in the 28×28 frame, so up to 4 pixels the ink
+# stays inside the frame and only the position changes. (A 6 turned far enough *is* a 9, so some of the loss at
+# large angles is correct behaviour.)
 
 # %%
-angles = [0, 10, 20, 30, 45, 60, 90]
-n_test = len(split.test_y)
-rotation_curve = [accuracy_under(lambda x, y, a=a: affine(x, torch.full((len(x),), float(a)), torch.ones(len(x)),
-                                                          torch.zeros(len(x), 2))) for a in angles]
+def transformed(angle: float = 0.0, right: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """An 'attack' for accuracy_under: rotate every digit by `angle` degrees and move it `right` pixels."""
+    def apply(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        n = len(x)
+        return affine(x, torch.full((n,), angle), torch.ones(n), torch.tensor([[right, 0.0]]).repeat(n, 1))
+    return apply
+
+
+pixel_shifts, angles = [0, 1, 2, 3, 4], [0, 10, 20, 30, 45, 60, 90]
+shift_curve = [accuracy_under(transformed(right=float(d)), split.val_x, split.val_y) for d in pixel_shifts]
+rotation_curve = [accuracy_under(transformed(angle=float(a)), split.val_x, split.val_y) for a in angles]
+print("accuracy vs shift to the right:", {f"{d} px": round(acc, 3) for d, acc in zip(pixel_shifts, shift_curve, strict=True)})
 print("accuracy vs rotation:", {f"{a}°": round(acc, 3) for a, acc in zip(angles, rotation_curve, strict=True)})
-assert rotation_curve[-1] < rotation_curve[0] - 0.3
+assert shift_curve[2] > shift_curve[0] - 0.1 and rotation_curve[1] > rotation_curve[0] - 0.1  # the trained range
+assert shift_curve[4] < shift_curve[2] - 0.03 and rotation_curve[-1] < rotation_curve[0] - 0.3  # beyond it
 
 # %% [markdown]
 # ### 8.4 Compute per image
@@ -1253,7 +1341,7 @@ forward_macs = sum(m for _, m in per_layer)
 for name, macs in per_layer:
     print(f"{name:<32}{macs:>12,} MACs  ({macs / forward_macs:.0%})")
 probe = copy.deepcopy(cnn).cpu().float()
-one = split.test_x[:1].cpu()
+one = split.val_x[:1].cpu()
 assert counted_flops(probe, one) == 2 * forward_macs
 first_layer = per_layer[0][1]
 assert counted_flops(probe, one, backward=True) == 2 * (3 * forward_macs - first_layer)
@@ -1262,12 +1350,12 @@ print(f"✓ forward: {2 * forward_macs / 1e6:.2f} MFLOPs per image (formula = Fl
 
 with torch.no_grad():
     cnn.eval()
-    batch = split.test_x[:1000]
+    batch = split.val_x[:500]
     cnn(batch[:100])  # warm-up
+    lib.synchronize(device)  # CUDA and MPS run asynchronously: wait before starting the clock ...
     started = time.perf_counter()
     cnn(batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    lib.synchronize(device)  # ... and before reading it
     elapsed = time.perf_counter() - started
 print(f"inference: {len(batch) / elapsed:,.0f} images/s on {device.type} "
       f"({2 * forward_macs * len(batch) / elapsed / 1e9:.1f} GFLOP/s achieved)")
@@ -1284,7 +1372,7 @@ print(f"inference: {len(batch) / elapsed:,.0f} images/s on {device.type} "
 c1, c2 = S["channels"]
 full_conv = nn.Conv2d(c1, c2, 3, padding=1)
 separable = nn.Sequential(nn.Conv2d(c1, c1, 3, padding=1, groups=c1), nn.Conv2d(c1, c2, 1))
-maps14 = cnn.features[:4](split.test_x[:1]).detach().float().cpu()  # the real input of our second conv layer
+maps14 = cnn.features[:4](split.val_x[:1]).detach().float().cpu()  # the real input of our second conv layer
 ratio = counted_flops(separable, maps14) / counted_flops(full_conv, maps14)
 lib.close(ratio, 1 / c2 + 1 / 9, "depthwise-separable / full convolution FLOPs = 1/C_out + 1/K²")
 assert count(separable) < count(full_conv)
@@ -1332,6 +1420,10 @@ def solution_output_size(size: int, kernel: int, stride: int, padding: int, dila
 
 
 lib.self_check(lambda: test_output_size(solution_output_size), "Exercise 1 (solution)", strict=True)
+lib.check.must_reject(lambda: test_output_size(lambda n, k, s, p, d: (n + 2 * p - k) // s + 1),
+                      "a formula that ignores dilation")
+lib.check.must_reject(lambda: test_output_size(lambda n, k, s, p, d: math.ceil((n + 2 * p - d * (k - 1) - 1) / s) + 1),
+                      "rounding up instead of down")
 
 # %% [markdown]
 # **Exercise 2: 2×2 max pooling with a reshape.** Write `my_max_pool_2x2(x)` for $(N, C, H, W)$ tensors using
@@ -1360,22 +1452,37 @@ def solution_max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
 
 lib.self_check(lambda: test_max_pool(solution_max_pool_2x2), "Exercise 2 (solution)", strict=True)
 
+
+def pool_split_wrong_way(x: torch.Tensor) -> torch.Tensor:
+    """A plausible mistake: each axis viewed as (2, m) instead of (m, 2), which pairs pixels m apart."""
+    n, c, h, w = x.shape
+    return x[:, :, : h // 2 * 2, : w // 2 * 2].reshape(n, c, 2, h // 2, 2, w // 2).amax(dim=(2, 4))
+
+
+lib.check.must_reject(lambda: test_max_pool(pool_split_wrong_way), "axes viewed as (2, m) instead of (m, 2)")
+lib.check.must_reject(lambda: test_max_pool(lambda x: F.avg_pool2d(x, 2)), "average instead of max pooling")
+
 # %% [markdown]
-# **Exercise 3: design a kernel.** Return a 3×3 kernel that detects **horizontal** edges (a change from dark above
-# to bright below gives a large positive response), gives zero on flat regions, and ignores vertical edges. The test
-# applies it to three small patterns: a flat patch, a horizontal step and a vertical step.
+# **Exercise 3: design a kernel.** Return a 3×3 kernel that detects **horizontal** edges: a change from dark above
+# to bright below (a step from 0 to 1) gives a positive response of at least 0.5 and never a negative one, flat
+# regions give zero, and vertical edges give zero. The kernel is used as in section 3 (not flipped). The test
+# applies it to a flat patch, a horizontal step and a vertical step, away from the zero-padded border.
 
 # %%
 def test_edge_kernel(fn: Callable[[], torch.Tensor]) -> None:
-    k = fn().float()
+    k = torch.as_tensor(fn()).float()
     assert k.shape == (3, 3), f"the kernel must be 3×3, got {tuple(k.shape)}"
     step_down = torch.zeros(9, 9)
     step_down[5:] = 1.0  # dark above, bright below: a horizontal edge
     step_right = step_down.T.contiguous()  # a vertical edge
     flat = torch.full((9, 9), 0.7)
-    assert apply_kernel(flat, k)[2:-2, 2:-2].abs().max() < 1e-5, "flat regions must give zero (weights summing to 0)"
-    assert apply_kernel(step_down, k)[4:6, 2:-2].min() > 0.5, "dark-to-bright (top to bottom) must give a large +"
-    assert apply_kernel(step_right, k)[2:-2, 2:-2].abs().max() < 1e-5, "vertical edges must give zero"
+    inside = (slice(1, -1), slice(1, -1))  # positions whose 3×3 window does not touch the padding
+    assert apply_kernel(flat, k)[inside].abs().max() < 1e-5, "flat regions must give zero (weights summing to 0)"
+    assert apply_kernel(step_right, k)[inside].abs().max() < 1e-5, "vertical edges must give zero"
+    response = apply_kernel(step_down, k)[inside]
+    assert response.min() > -1e-5, (f"dark-to-bright gives a negative response ({response.min():.2f}) somewhere: "
+                                    "is the kernel upside down, or does it respond to lines rather than edges?")
+    assert response.max() >= 0.5, f"dark-to-bright must give at least 0.5, the largest response is {response.max():.2f}"
 
 
 def my_horizontal_edge_kernel() -> torch.Tensor:
@@ -1387,29 +1494,56 @@ lib.self_check(lambda: test_edge_kernel(my_horizontal_edge_kernel), "Exercise 3"
 
 # %% tags=["solution", "hide-cell"] jupyter={"source_hidden": true}
 def solution_horizontal_edge_kernel() -> torch.Tensor:
-    return KERNELS["Sobel y (horizontal edges)"]  # [[-1, -2, -1], [0, 0, 0], [1, 2, 1]]; Prewitt works too
+    return KERNELS["Sobel y (horizontal edges)"]  # [[-1, -2, -1], [0, 0, 0], [1, 2, 1]]
 
 
 lib.self_check(lambda: test_edge_kernel(solution_horizontal_edge_kernel), "Exercise 3 (solution)", strict=True)
+# Every kernel with the stated property passes: Prewitt, and two-tap differences in any column or row pair.
+for rows in ([[-1, -1, -1], [0, 0, 0], [1, 1, 1]], [[0, -1, 0], [0, 1, 0], [0, 0, 0]],
+             [[0, 0, 0], [0, -1, 0], [0, 1, 0]], [[0, -1, 0], [0, 0, 0], [0, 1, 0]], [[0, 0, 0], [-1, 0, 0], [1, 0, 0]]):
+    test_edge_kernel(lambda rows=rows: kernel_tensor(rows))
+wrong = {"Sobel x (it responds to vertical edges)": KERNELS["Sobel x (vertical edges)"],
+         "Sobel y upside down (bright-to-dark)": -KERNELS["Sobel y (horizontal edges)"],
+         "the Laplacian (all edges)": KERNELS["Laplacian (all edges)"],
+         "a vertical second difference (a line detector)": kernel_tensor([[0, 1, 0], [0, -2, 0], [0, 1, 0]]),
+         "a difference that does not sum to zero": kernel_tensor([[0, 0, 0], [0, 0, 0], [0, 1, 0]]),
+         "a correct direction but too weak": KERNELS["Sobel y (horizontal edges)"] / 10}
+for name, k in wrong.items():
+    lib.check.must_reject(lambda k=k: test_edge_kernel(lambda: k), name)
 
 # %% [markdown]
-# **Exercise 4: FGSM with a target.** Write `my_targeted_fgsm(model, x, target, epsilon)`: one step that makes the
-# model *more* likely to predict `target` (hint: which way should the step go for the loss with respect to the
-# target?). Pixels must stay in $[0, 1]$ and move by at most $\varepsilon$. The test asks it to turn test digits into
-# 3s with ε = 0.2 and expects it to succeed far more often than it happens by chance.
+# **Exercise 4: FGSM with a target.** Write `my_targeted_fgsm(model, x, target, epsilon)`: one FGSM step that makes
+# the model *more* likely to predict `target` (hint: which way should the step go for the loss with respect to the
+# target?). Pixels must stay in $[0, 1]$ and move by at most $\varepsilon$. The test asks it to turn validation digits
+# into 3s with ε = 0.2; it checks that the target's loss falls and its probability rises, that more digits read as 3,
+# and that every pixel moved by ε in the direction that lowers the target's loss (plain FGSM, which only pushes away
+# from the true label, does not pass).
 
 # %%
 def test_targeted(fn: Callable[..., torch.Tensor]) -> None:
-    x, y = split.test_x[:200], split.test_y[:200]
-    keep = y != 3
-    x = x[keep]
+    cnn.eval()
+    x, y = split.val_x[:200], split.val_y[:200]
+    x = x[y != 3]
     target = torch.full((len(x),), 3, device=x.device)
-    out = fn(cnn, x, target, 0.2)
+    out = fn(cnn, x, target, 0.2).detach()
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1, "keep pixels in [0, 1]"
     assert (out - x).abs().max() <= 0.2 + 1e-6, "no pixel may move by more than epsilon"
+    x_grad = x.clone().requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(F.cross_entropy(cnn(x_grad), target, reduction="sum"), x_grad)
+    expected = (x - 0.2 * grad.sign()).clamp(0, 1)
+    clear = grad.abs() > 1e-4 * grad.abs().amax(dim=(1, 2, 3), keepdim=True)  # sign not decided by rounding
+    agree = ((out - expected).abs() < 1e-5)[clear].float().mean().item()
+    assert agree > 0.99, (f"only {agree:.1%} of pixels moved by exactly ε in the direction that lowers the loss "
+                          "with respect to the target (the sign of its gradient decides each pixel's direction)")
+    with torch.no_grad():
+        loss_before, loss_after = F.cross_entropy(cnn(x), target), F.cross_entropy(cnn(out), target)
+        p_before, p_after = cnn(x).softmax(1)[:, 3].mean(), cnn(out).softmax(1)[:, 3].mean()
+    assert loss_after < loss_before, f"the loss w.r.t. the target rose ({loss_before:.2f} → {loss_after:.2f})"
+    assert p_after > p_before, f"the target's probability fell ({p_before:.3f} → {p_after:.3f})"
     before = (lib.predict(cnn, x).argmax(1) == 3).float().mean().item()
     after = (lib.predict(cnn, out).argmax(1) == 3).float().mean().item()
-    assert after > before + 0.1, f"only {after:.1%} now read as 3 (before: {before:.1%}); step the other way?"
+    assert after > before + 0.1, f"only {after:.1%} now read as 3 (before: {before:.1%})"
 
 
 def my_targeted_fgsm(model: nn.Module, x: torch.Tensor, target: torch.Tensor, epsilon: float) -> torch.Tensor:
@@ -1428,15 +1562,55 @@ def solution_targeted_fgsm(model: nn.Module, x: torch.Tensor, target: torch.Tens
     return (x.detach() - epsilon * grad.sign()).clamp(0, 1)  # descend the loss of the target class
 
 
+def targeted_fgsm_log_probability(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
+                                  epsilon: float) -> torch.Tensor:
+    """The same step written another way: climb the summed log-probability of the target."""
+    model.eval()
+    x = x.clone().requires_grad_(True)
+    with torch.enable_grad():
+        log_p = F.log_softmax(model(x), dim=1).gather(1, target[:, None]).sum()
+        log_p.backward()
+    return torch.clamp(x.detach() + epsilon * x.grad.sign(), 0, 1)
+
+
 lib.self_check(lambda: test_targeted(solution_targeted_fgsm), "Exercise 4 (solution)", strict=True)
+lib.self_check(lambda: test_targeted(targeted_fgsm_log_probability), "Exercise 4 (log-probability form)", strict=True)
+lib.check.must_reject(lambda: test_targeted(lambda m, x, t, e: fgsm(m, x, lib.predict(m, x).argmax(1), e)),
+                      "plain (untargeted) FGSM away from the predicted label")
+lib.check.must_reject(lambda: test_targeted(lambda m, x, t, e: fgsm(m, x, t, e)),
+                      "FGSM that climbs the target's loss (the wrong sign)")
 
 # %% [markdown]
-# **Exercise 5 (think).** (a) Our CNN has about 200,000 parameters, 70% of them in the first linear layer. Replace
-# flatten + linear by global average pooling (section 4): how many parameters remain, and what information does the
-# network lose? (b) Why does stacking two 3×3 convolutions (VGG) beat one 5×5 convolution with the same receptive
-# field? Count parameters and nonlinearities. (c) The FGSM accuracy drops sharply while random noise of the same
-# size does almost nothing. What does that say about how to test a model before deploying it?
-#
+# **Exercise 5 (think).** (a) Section 5.2 found 96.9% of the standard CNN's parameters in the first linear layer.
+# Replace flatten + linear by global average pooling (section 4), keeping the 128 hidden units: how many parameters
+# remain, and what information does the network lose? (b) Why does stacking two 3×3 convolutions (VGG) beat one 5×5
+# convolution with the same receptive field? Count parameters and nonlinearities. (c) The FGSM accuracy drops
+# sharply while random noise of the same size does almost nothing. What does that say about how to test a model
+# before deploying it?
+
+# %% tags=["solution", "hide-cell"] jupyter={"source_hidden": true, "outputs_hidden": true}
+pooled_head = count(standard_width) - count(standard_width.classifier[2]) + count(nn.Linear(32, 128))
+lib.model_answer(f"""
+**(a)** The first linear layer ($1{{,}}568 \\to 128$, {count(standard_width.classifier[2]):,} parameters) becomes
+$32 \\to 128$ ({count(nn.Linear(32, 128)):,} parameters), so the standard-width network shrinks from
+{count(standard_width):,} to {pooled_head:,} parameters, about {count(standard_width) / pooled_head:.0f}× fewer.
+What is lost is *where*: global pooling keeps only how strongly each of the 32 block-2 channels fired, averaged over
+the 7×7 map, so "a loop at the top and a stroke below" and "a loop at the bottom and a stroke above" look alike
+unless the channels themselves encode position. Networks with global pooling compensate with more layers and
+channels, so that late features are already digit parts; the head becomes translation invariant as a bonus.
+
+**(b)** Two 3×3 layers see a 5×5 window (receptive field $1 + 2 + 2 = 5$) with $2 \\cdot 9 = 18$ weights per
+channel pair instead of 25 (28% fewer parameters and multiply–adds), and put a ReLU between them, so the
+function they compute is more expressive than one linear 5×5 filter followed by one ReLU.
+
+**(c)** On the test digits, random ±{EPSILON} noise left the accuracy at {noise_accuracy:.1%}, FGSM of the same
+size brought it to {fgsm_accuracy:.1%}. Accuracy on held-out data, even with random corruptions, measures the
+*average* case; an adversary, or an unlucky shift in the data, picks the *worst* case. Before deployment, test
+against deliberate attacks (stronger multi-step ones such as PGD, not only FGSM), against realistic shifts
+(new scanners, rotations as in section 8.3, other writers), and keep monitoring inputs after release.
+""")
+
+# %% [markdown]
 # ## 10 · Summary and FAQ
 #
 # * A convolution slides a small kernel over every position and every input channel:
@@ -1444,19 +1618,23 @@ lib.self_check(lambda: test_targeted(solution_targeted_fgsm), "Exercise 4 (solut
 #   product (im2col) and matched `F.conv2d`; deep learning's "convolution" is a cross-correlation.
 # * Output size $\lfloor (H+2P-D(K-1)-1)/S\rfloor+1$; receptive field $R_l = R_{l-1}+(K_l-1)D_lJ_{l-1}$; parameters
 #   $C_{out}C_{in}K^2/G + C_{out}$, independent of the image size; MACs = parameters' weights × output positions.
-# * Pooling (max or average) shrinks maps and adds some tolerance to small shifts; convolution itself is
-#   translation equivariant.
+# * Convolution is translation equivariant; pooling shrinks maps and adds tolerance to small shifts, not exact
+#   invariance, and a flatten + linear head gives each position its own weights. Nothing in the architecture
+#   handles rotation or scale: augmentation teaches the range it shows.
+# * Batch normalisation standardises each channel with the batch's statistics in training and with running
+#   averages in evaluation; forgetting `model.eval()` makes a prediction depend on the rest of its batch.
 # * Measure the flatten size with a dummy forward pass (or use global pooling); never hard-code it, and never
 #   `view(-1, ...)` a batch.
-# * A 200k-parameter CNN with augmentation reaches about 99% on 1,000 held-out digits from 4,000 training digits,
-#   learns edge-like first-layer filters, and beat the MLP at every training-set size we tried; but a 0.1 FGSM step
-#   costs it a large share of its accuracy, and it does not handle rotations it has not seen.
+# * Choose on validation, report on test once. A CNN of about 207,000 parameters (97% of them in one linear layer)
+#   trained with augmentation on 3,500 digits reaches about 98% on the 1,000 test digits (standard profile), learns
+#   edge-like first-layer filters, and beat the MLP at every training-set size we tried; but a 0.1 FGSM step costs
+#   it a large share of its accuracy, and it does not handle rotations or shifts beyond those it was shown.
 #
 # **FAQ.**
 # *Why 3×3 kernels almost everywhere?* Two stacked 3×3 layers see 5×5 pixels with 18 instead of 25 weights per
 # channel pair and an extra nonlinearity; depth is cheaper than width of kernel.
 # *Does the CNN need the digits centred?* Convolution is shift-equivariant, but the fully connected head is not,
-# and pooling only tolerates small shifts; augmentation with shifts (section 5) or global pooling helps.
+# and pooling only tolerates small shifts; augmentation with shifts (section 5.3) or global pooling helps.
 # *Why `channels_last`?* `lib.prepare_model` stores conv activations as (N, H, W, C), which oneDNN and cuDNN
 # process faster; results are identical. It is one more reason to use `flatten(1)`: `view` fails on such tensors.
 # *My accuracy differs slightly from the reference.* Thread counts and libraries change the order of floating-point
