@@ -699,7 +699,8 @@ with torch.no_grad():
     bn.bias.uniform_(-1.0, 1.0)
     mean_hat, var_hat = torch.zeros(8), torch.ones(8)
     bn.train()
-    for i, batch in enumerate(conv_out.split(32)):  # three training steps on three different batches
+    # four training steps: three batches of 32 digits, then 2 digits cropped to 3×3 (m = 18, where m/(m-1) matters)
+    for i, batch in enumerate([*conv_out.split(32), conv_out[:2, :, 12:15, 12:15]]):
         ours, mean_hat, var_hat = batch_norm(batch, bn.weight, bn.bias, mean_hat, var_hat, training=True)
         lib.close(ours, bn(batch), f"train mode, batch {i}: batch statistics", atol=1e-5, quiet=True)
         lib.close(mean_hat, bn.running_mean, "running mean", atol=1e-6, quiet=True)
@@ -707,7 +708,7 @@ with torch.no_grad():
     bn.eval()
     ours, _, _ = batch_norm(conv_out, bn.weight, bn.bias, mean_hat, var_hat, training=False)
     lib.close(ours, bn(conv_out), "eval mode: running statistics", atol=1e-5, quiet=True)
-print("✓ batch norm by hand = nn.BatchNorm2d in train mode (3 steps, outputs and running statistics) and eval mode")
+print("✓ batch norm by hand = nn.BatchNorm2d in train mode (4 steps, outputs and running statistics) and eval mode")
 
 with torch.no_grad():  # the same digit (index 0) in two different batches
     batch_a, batch_b = conv_out[:16], torch.cat([conv_out[:1], conv_out[48:63]])
@@ -1233,6 +1234,7 @@ noise_curve = [accuracy_under(lambda x, y, e=e: random_sign_noise(x, e, noise_rn
                for e in epsilons]
 assert abs(fgsm_curve[0] - val_accuracy) < 1e-6
 assert fgsm_curve[2] < noise_curve[2] - 0.05 and fgsm_curve[-1] < fgsm_curve[1] < fgsm_curve[0]
+assert noise_curve[2] > noise_curve[0] - 0.05, "random ±0.1 noise should barely matter"
 
 fig = lib.viz.plot_curves({"FGSM attack": (epsilons, fgsm_curve), "random ±ε noise": (epsilons, noise_curve)},
                           "ε (largest change per pixel)", "validation accuracy",
@@ -1255,7 +1257,8 @@ lib.image_grid(torch.cat([shown, attacked]), [f"clean: {int(p)}" for p in before
 plt.show()
 
 # %% [markdown]
-# The same change in random directions barely matters; aimed along the gradient sign it breaks the network. The
+# Up to ε = 0.1 the same change in random directions barely matters (on the validation curve and on the test
+# digits); aimed along the gradient sign it breaks the network. The
 # reason is linearity in high dimension: the loss change is a sum over 784 pixels of $\varepsilon\,|g_i|$, which
 # adds up, while random signs cancel. Defences exist (adversarial training: train on FGSM or PGD examples;
 # certified defences), all at a cost in clean accuracy or compute; the problem is open for every vision system,
@@ -1594,10 +1597,11 @@ lib.model_answer(f"""
 **(a)** The first linear layer ($1{{,}}568 \\to 128$, {count(standard_width.classifier[2]):,} parameters) becomes
 $32 \\to 128$ ({count(nn.Linear(32, 128)):,} parameters), so the standard-width network shrinks from
 {count(standard_width):,} to {pooled_head:,} parameters, about {count(standard_width) / pooled_head:.0f}× fewer.
-What is lost is *where*: global pooling keeps only how strongly each of the 32 block-2 channels fired, averaged over
-the 7×7 map, so "a loop at the top and a stroke below" and "a loop at the bottom and a stroke above" look alike
-unless the channels themselves encode position. Networks with global pooling compensate with more layers and
-channels, so that late features are already digit parts; the head becomes translation invariant as a bonus.
+What is lost is *where*: global pooling keeps only how strongly each of the 32 block-2 channels fired on average
+over the 7×7 map, so a 6 (loop at the bottom, stroke above) and a 9 (loop at the top, stroke below) can look alike
+unless some channel's pattern is itself larger than a loop and sees the arrangement. Networks with global pooling
+compensate with more layers and channels, so that the last features already describe whole digit parts; in
+return the head treats every position alike and accepts any image size.
 
 **(b)** Two 3×3 layers see a 5×5 window (receptive field $1 + 2 + 2 = 5$) with $2 \\cdot 9 = 18$ weights per
 channel pair instead of 25 (28% fewer parameters and multiply–adds), and put a ReLU between them, so the
