@@ -33,7 +33,7 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FormatStrFormatter, NullFormatter
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -457,6 +457,8 @@ for ax, x, y, (a, alpha), label in (
               label="predicted from the smaller ones")
     ax.set(xlabel=label, ylabel=f"validation error ({len(split.val_y)} digits)")
     ax.xaxis.set_minor_formatter(NullFormatter())
+    for formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        formatter(FormatStrFormatter("%.2f"))
     ax.grid(alpha=0.3, which="both")
     ax.legend()
 left.set_title("error vs model size")
@@ -569,7 +571,7 @@ lib.model_answer(f"""
 does no worse than the narrowest ({error_vs_size[-1]:.3f} against {error_vs_size[0]:.3f} validation error).
 Three measurements say where the limit is:
 
-* From width {fits_all} up, the training error is below 1%: these models already fit all {n_train:,} training
+* From width {fits_all} up, the training error is below 1%: these models already fit nearly all {n_train:,} training
   digits, so extra parameters have nothing left to learn from them. What they still get wrong on validation is
   a generalisation gap, and only more (or more varied) data closes it.
 * The data plot is steeper and still falling at its end: going from {data_sizes[-2]:,} to {data_sizes[-1]:,} digits took the
