@@ -908,7 +908,8 @@ plt.show()
 # Other limits worth knowing:
 # * **Blurry reconstructions:** MSE and BCE average over plausible outputs, so uncertain strokes come out grey.
 # * **Reconstruction error is not semantics:** a digit with more ink has a larger error even when it is normal
-#   (compare the thin 1s with the 2s in the bar chart above), and a detector can miss anomalies that are easy to rebuild.
+#   (compare the thin 1s with the 2s in the bar chart above), and a detector can miss anomalies that are easy to
+#   rebuild.
 # * **No guarantee of a useful code:** the code is whatever helps reconstruction; it need not separate the
 #   classes you care about (compare the 2-D map's clusters with its 10-NN accuracy).
 #
