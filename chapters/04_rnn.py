@@ -609,8 +609,12 @@ class RowLSTM(nn.Module):
 
     def __init__(self, hidden: int, forget_bias: float = 1.0) -> None:
         super().__init__()
+        self.forget_bias = forget_bias
         self.lstm = set_forget_bias(nn.LSTM(28, hidden, batch_first=True), forget_bias)
         self.head = nn.Linear(hidden, 10)
+
+    def extra_repr(self) -> str:
+        return f"forget_bias={self.forget_bias}"  # part of the printed model, so a checkpoint knows it too
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         # The LSTM runs in float32 even inside lib's mixed-precision autocast on a GPU: reduced-precision
@@ -1385,10 +1389,10 @@ than both.
 # Then train with a step whose loss applies the head to *every* $h_t$:
 # `logits = row_lstm.head(row_lstm.lstm(x[:, 0])[0])` of shape (N, 28, 10) and
 # `F.cross_entropy(logits.flatten(0, 1), y.repeat_interleave(28))`, and see how the curve changes. A note on
-# checkpoints: `lib.fit` starts afresh by itself when the model's structure or the step's code changed (`nn.RNN`
-# instead of `nn.LSTM`, the new loss), but a different *initial value* such as `forget_bias=0.0` changes neither,
-# and `fit` would resume the finished run; give such a run a checkpoint of its own, e.g.
-# `lib.checkpoint_path("04_rnn", "row_lstm", forget_bias=0.0, ...)`.
+# checkpoints: `lib.fit` starts afresh by itself when the model (as printed: `RowLSTM` shows its `forget_bias`) or
+# the step's code changed (`nn.RNN` instead of `nn.LSTM`, the new loss). An initial value that the printed model
+# does not show (say, a custom weight initialisation) is invisible to it: give such a run a checkpoint of its own,
+# e.g. `lib.checkpoint_path("04_rnn", "row_lstm", init="orthogonal", ...)`.
 # (c) The digit task needs ~28 steps of memory; the sunspot task needs ~20. Design a task from the digits that
 # needs memory over 100+ steps (hint: read several digits one after another and ask about the first).
 
