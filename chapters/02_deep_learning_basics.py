@@ -791,7 +791,7 @@ gap = clean_train - val_accuracy
 print(f"accuracy in eval mode without augmentation: training {clean_train:.4f}, validation {val_accuracy:.4f}, "
       f"gap {gap:+.4f}; running training accuracy of the last epoch (dropout and augmentation on): "
       f"{history.last('train_accuracy'):.4f}")
-assert 0 <= gap < 0.1, f"a clean train–validation gap of {gap:+.3f} is not what this model should show"
+assert -0.02 < gap < 0.1, f"a clean train–validation gap of {gap:+.3f} is not what this model should show"
 history.plot()
 plt.show()
 
