@@ -274,7 +274,8 @@ def ensure_full_data(name: str = "mnist") -> bool:
         fetch_mnist_files(name)
         return True
     except DownloadError as error:
-        fall_back_to_standard(f"full {name} could not be downloaded ({str(error).splitlines()[0]})")
+        first_try = " ".join(line.strip() for line in str(error).splitlines()[:2])  # the file and one mirror's error
+        fall_back_to_standard(f"full {name} could not be downloaded ({first_try})")
         return False
 
 

@@ -60,6 +60,7 @@ def test_full_profile_without_network_runs_standard(monkeypatch, tmp_path, capsy
     lib.setup(0)
     out = capsys.readouterr().out
     assert out.count("full → standard") == 1 and "(full asked; data offline)" in out
+    assert "https://127.0.0.1:9/" in out.splitlines()[0], "the one line should say which mirror failed and why"
     assert runtime.get_profile() == "standard" and runtime.requested_profile() == "full"
     assert runtime.pick({"quick": 1, "standard": 2, "full": 3}) == 2
     split = lib.load_digits()
