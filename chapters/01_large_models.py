@@ -499,7 +499,7 @@ plt.show()
 # * **Interpretability (可解释性).** Billions of weights are hard to read; chapters 03 and 04 open small models
 #   (filters, feature maps, gates), chapter 12 the large-model tools.
 # * **Bias (偏见).** A model learns the skews of its data at scale; chapter 12 measures it.
-# * **Compression (模型压缩).** Section 4's 2 bytes/parameter for bf16 inference is the starting point for
+# * **Model compression (模型压缩).** Section 4's 2 bytes/parameter for bf16 inference is the starting point for
 #   quantisation and distillation (chapter 11).
 
 # %% [markdown]

@@ -377,7 +377,7 @@ assert 0.5 < relu["activation std"][-1] / relu["activation std"][0] < 2 and max(
 #
 # | method | update |
 # |---|---|
-# | gradient descent (GD, 批量梯度下降): $g_t$ from the whole training set | $\theta_{t+1} = \theta_t - \eta\, g_t$ |
+# | batch gradient descent (GD, 批量梯度下降): $g_t$ from the whole training set | $\theta_{t+1} = \theta_t - \eta\, g_t$ |
 # | stochastic gradient descent (SGD, 随机梯度下降): $g_t$ from a mini-batch | same rule, noisier but far cheaper $g_t$ |
 # | momentum (动量) | $v_{t+1} = \mu v_t + g_t,\;\; \theta_{t+1} = \theta_t - \eta\, v_{t+1}$ |
 # | Adam | $m_t = \beta_1 m_{t-1} + (1-\beta_1)g_t,\;\; s_t = \beta_2 s_{t-1} + (1-\beta_2)g_t^2$ |
