@@ -51,6 +51,7 @@ results: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python benchmarks/time_to_quality.py
 
 clean:
 	rm -rf chapters/*.ipynb chapters/.ipynb_checkpoints results checkpoints .pytest_cache
