@@ -1,10 +1,22 @@
-"""pytest plugin for the nbval run: sum cell times per notebook and print the slowest notebooks."""
+"""pytest plugin for the nbval run: a patient wait for each cell's last messages; the slowest notebooks.
+
+nbval 0.11 waits a hard-coded 5 s for each message the kernel sends after a cell's reply (nbval issues #136,
+#231). On a busy 2-core machine the kernel's closing "idle" message was seen to take longer, failing a cell that
+only defines functions. `OUTPUT_TIMEOUT_S` gives it a minute; a kernel that never answers still fails.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
+OUTPUT_TIMEOUT_S = 60
 _seconds: dict[str, float] = defaultdict(float)
+
+
+def pytest_collection_modifyitems(items) -> None:  # noqa: ANN001 (pytest hook signature)
+    for item in items:
+        if hasattr(item, "output_timeout"):  # an nbval notebook cell
+            item.output_timeout = OUTPUT_TIMEOUT_S
 
 
 def pytest_runtest_logreport(report) -> None:  # noqa: ANN001 (pytest hook signature)
