@@ -39,7 +39,7 @@
 # | 05 autoencoder | bottlenecks vs PCA, denoising, anomaly detection | ~3 min |
 # | 06 VAE | ELBO, reparameterisation, KL, sampling and latent traversal | ~3 min |
 # | 07 GAN | the minimax game, DCGAN, mode collapse, evaluation | ~4 min |
-# | 08 attention and transformers | tokens and BPE, attention by hand, a small GPT on Shakespeare against n-grams and an LSTM, sampling, KV cache | ~6 min |
+# | 08 attention and transformers | tokens and BPE, attention by hand, a small GPT on Shakespeare against n-grams and an LSTM, sampling, KV cache | ~5 min |
 #
 # Open a chapter from the file browser on the left (`chapters/`), then **Run ▸ Run All Cells**.
 
