@@ -246,18 +246,14 @@ def examples_mnist(split: lib.ImageSplit) -> Run:
     batches = lib.Batches(split.train_x, split.train_y, batch_size=64, seed=1)
     optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
-    taken = [0]
+    plain_step, taken = lib.supervised_step(model, optimizer, F.nll_loss), [0]  # the net returns log-probabilities
 
     def step(x: torch.Tensor, y: torch.Tensor) -> dict:
-        model.train()
-        optimizer.zero_grad()
-        loss = F.nll_loss(model(x), y)
-        loss.backward()
-        optimizer.step()
+        result = plain_step(x, y)
         taken[0] += 1
         if taken[0] % len(batches) == 0:  # the example steps its scheduler after each epoch
             scheduler.step()
-        return {"loss": loss.detach()}
+        return result
 
     return Run("pytorch/examples mnist", model, step, endless(batches), 14 * len(batches),
                lambda: lib.accuracy(model, split.val_x, split.val_y))
@@ -275,16 +271,7 @@ def d2l_lenet(split: lib.ImageSplit) -> Run:
         if isinstance(layer, nn.Linear | nn.Conv2d):
             nn.init.xavier_uniform_(layer.weight)
     batches = lib.Batches(split.train_x, split.train_y, batch_size=256, seed=2)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.9)
-
-    def step(x: torch.Tensor, y: torch.Tensor) -> dict:
-        model.train()
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.detach()}
-
+    step = lib.supervised_step(model, torch.optim.SGD(model.parameters(), lr=0.9))
     return Run("d2l LeNet-5", model, step, endless(batches), 10 * len(batches),
                lambda: lib.accuracy(model, split.val_x, split.val_y))
 
