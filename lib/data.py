@@ -284,11 +284,16 @@ class Batches:
 
     `for x, y in Batches(train_x, train_y, batch_size=64):` replaces a `DataLoader` over a
     `TensorDataset`, without per-sample indexing and collation.
+
+    Data parallel: with `rank` and `world_size`, every rank draws the same permutation (same `seed`) and
+    takes every `world_size`-th index from position `rank`, so batch i of all ranks together is batch i of a
+    single process with `batch_size * world_size`. The last `n % world_size` indices of each permutation are
+    left out so that every rank gets the same number of batches (DDP needs that).
     """
 
     def __init__(
         self, *tensors: torch.Tensor, batch_size: int, shuffle: bool = True, drop_last: bool = False,
-        seed: int = 0,
+        seed: int = 0, rank: int = 0, world_size: int = 1,
     ) -> None:
         if not tensors:
             raise ValueError("Batches needs at least one tensor")
@@ -297,17 +302,23 @@ class Batches:
             raise ValueError(f"all tensors must have the same first dimension, got sizes {sorted(sizes)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need world_size >= 1 and 0 <= rank < world_size, got rank {rank} of {world_size}")
+        self.rank, self.world_size = rank, world_size
         self.tensors, self.batch_size, self.shuffle, self.drop_last = tensors, batch_size, shuffle, drop_last
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        n = len(self.tensors[0])
+        n = len(self.tensors[0]) // self.world_size  # items per rank
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         n = len(self.tensors[0])
         device = self.tensors[0].device
         order = torch.randperm(n, generator=self.generator).to(device) if self.shuffle else None
+        if self.world_size > 1:
+            everything = torch.arange(n, device=device) if order is None else order
+            order = everything[: n - n % self.world_size][self.rank :: self.world_size]
         for i in range(len(self)):
             if order is None:
                 yield tuple(t[i * self.batch_size : (i + 1) * self.batch_size] for t in self.tensors)
