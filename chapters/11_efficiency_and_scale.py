@@ -33,7 +33,7 @@
 #    loss checked; each judged on real digits for size, speed and accuracy.
 # 4. The cost of inference: the KV cache of GPT-3, and what batching does to latency and throughput.
 #
-# **Time:** quick ≈ 1–2 min · standard ≈ 5 min on a 2-core laptop CPU. The chapter starts a few short groups of
+# **Time:** quick ≈ 1 min · standard ≈ 1–2 min on a 2-core laptop CPU. The chapter starts a few short groups of
 # processes; each exits before the next starts.
 
 # %%
@@ -74,7 +74,7 @@ SETTINGS = {  # ddp_*: the DDP runs; speed_model: what the 1-vs-2-process timing
                   speed_epochs=1, fsdp_steps=10, teacher_epochs=6, student_train=300, student_epochs=40,
                   temperatures=[4.0], prune_levels=[0.0, 0.5, 0.8, 0.9], batch_sizes=[1, 16, 256]),
     "standard": dict(ring_worlds=[2, 4], ring_size=4_000_000, ddp_epochs=2, ddp_train=3500, speed_model="cnn",
-                     speed_epochs=1, fsdp_steps=20, teacher_epochs=12, student_train=300, student_epochs=60,
+                     speed_epochs=2, fsdp_steps=20, teacher_epochs=12, student_train=300, student_epochs=60,
                      temperatures=[2.0, 4.0, 8.0], prune_levels=[0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95],
                      batch_sizes=[1, 4, 16, 64, 256, 1024]),
     "full": dict(ring_worlds=[2, 4], ring_size=16_000_000, ddp_epochs=4, ddp_train=55000, speed_model="cnn",
@@ -182,12 +182,14 @@ for world in S["ring_worlds"]:
     print(f"n = {world}: max |ring - dist.all_reduce| = {run['max_diff']:.2e}; sent per rank {run['elements_sent']:,}"
           f" elements, 2(n-1)/n·N = {run['expected_sent']:,.0f}; median time by hand {run['seconds_by_hand'] * 1e3:.1f}"
           f" ms, library {run['seconds_library'] * 1e3:.1f} ms (launch and exit: {time.perf_counter() - started:.1f} s)")
-    assert run["max_diff"] <= 1e-6, run
+    assert run["max_diff"] <= world * 2**-24 * run["max_abs_sum"], run  # float32 rounding of a sum of n numbers
     assert run["elements_sent"] == run["expected_sent"] == 2 * (world - 1) * S["ring_size"] // world
 ring_allreduce_max_diff = max(run["max_diff"] for run in ring_runs.values())
+assert ring_allreduce_max_diff <= 1e-6
 
 # %% [markdown]
-# The ring's sum equals the library's, and each rank sent exactly $2(n-1)/n \cdot N$ numbers. The whole launch
+# The ring's sum equals the library's up to float32 rounding (with more than 2 ranks the two algorithms add the
+# numbers in different orders, so the last bit may differ), and each rank sent exactly $2(n-1)/n \cdot N$ numbers. The whole launch
 # takes seconds, almost all of it starting Python and importing PyTorch in each process; the reduction itself
 # takes milliseconds. The figure puts the count next to the naive scheme.
 
@@ -200,6 +202,8 @@ ax.scatter(list(ring_runs), [r["elements_sent"] / S["ring_size"] for r in ring_r
            zorder=3, label="measured here (ring)")
 ax.set(xscale="log", yscale="log", xlabel="number of ranks n", ylabel="numbers moved / tensor size N",
        title="All-reduce traffic: the ring stays below 2N")
+ax.set_xticks([2, 4, 8, 16, 32, 64], labels=["2", "4", "8", "16", "32", "64"])
+ax.set_xticks([], minor=True)
 ax.legend(fontsize=8)
 fig.tight_layout()
 plt.show()
@@ -307,7 +311,8 @@ for world in (1, 2):
                                            f"--epochs={S['speed_epochs']}", f"--train-size={S['ddp_train']}",
                                            "--batch-size=64")
     print(f"{world} process(es), {S['speed_model']}: {speed_runs[world]['train_seconds']:.2f} s for "
-          f"{speed_runs[world]['steps']} steps, validation accuracy {speed_runs[world]['val_accuracy']:.3f}, "
+          f"{speed_runs[world]['steps']} steps, each process on a core {speed_runs[world]['cpu_share']:.0%} of that time, "
+          f"validation accuracy {speed_runs[world]['val_accuracy']:.3f}, "
           f"max gradient difference {speed_runs[world]['max_grad_diff']:.2g}")
 ddp_speedup_2proc = speed_runs[1]["train_seconds"] / speed_runs[2]["train_seconds"]
 allreduce_ms = 1e3 * ring_runs[2]["seconds_library"] * speed_runs[2]["parameters"] / S["ring_size"]
@@ -315,9 +320,11 @@ print(f"speed-up of 2 processes: {ddp_speedup_2proc:.2f}x (ideal 2x). Estimated 
       f"{speed_runs[2]['parameters']:,} gradients ≈ {allreduce_ms:.2f} ms per step, from the ring timing above")
 
 # %% [markdown]
-# On this machine the speed-up is well below the ideal 2×, for reasons that all grow less important on real
+# On this machine the speed-up is far from the ideal 2× (below 1 means the two processes together were slower than
+# one), for reasons that all grow less important on real
 # hardware: (1) the two processes share two cores with everything else running (the notebook itself, the
-# operating system, and in CI other jobs), so a process often waits for a core; (2) each step all-reduces every
+# operating system, and in CI other jobs), so a process often waits for a core: the share of the time each process
+# actually ran, printed above, shows how much; (2) each step all-reduces every
 # gradient, through the operating system's network stack even on one machine; (3) half a batch is a small matrix
 # product, which uses a core less efficiently than a large one; and (4) both processes read the same memory bus.
 # With one GPU per rank, NVLink between them and large per-rank batches, DDP's scaling is close to linear, which is
@@ -466,7 +473,7 @@ teacher = MLP((512, 256))
 teacher_history = train_classifier(teacher, (split.train_x, split.train_y), S["teacher_epochs"], "teacher")
 teacher_val = teacher_history["val_accuracy"][-1]
 print(f"teacher: {count(teacher):,} parameters, validation accuracy {teacher_val:.3f}")
-assert teacher_val >= lib.pick({"quick": 0.85, "standard": 0.94, "full": 0.94})
+assert teacher_val >= lib.pick({"quick": 0.85, "standard": 0.92, "full": 0.95})
 teacher.eval()
 
 # %%
@@ -526,7 +533,7 @@ for scale in (1.0, 2.0**16):
     errors[scale] = ((grad - reference).norm() / reference.norm()).item()
     print(f"loss scale {scale:>7,.0f}: {underflow[scale]:.1%} of the logit gradients are 0 in fp16; relative error "
           f"of the first layer's gradient vs fp32 {errors[scale]:.2e}")
-assert underflow[2.0**16] < underflow[1.0] / 5 and errors[2.0**16] < errors[1.0] / 10
+assert underflow[2.0**16] < underflow[1.0] / 2 and errors[2.0**16] < errors[1.0] / 10
 
 # %% [markdown]
 # Scaling by $2^{16}$ brings the flushed gradients back and cuts the error more than tenfold. A fixed scale
@@ -857,8 +864,12 @@ assert int8_size_ratio <= 0.3
 # unchanged (the test digits are read once, in section 6). Speed is a different matter on a CPU: weight-only int8
 # saves memory traffic, which matters when a huge model's weights stream from memory for every token (large
 # language models at batch 1), not for a 2 MB model that sits in the processor's cache; dynamic int8 pays for
-# quantising each activation. Which one is faster depends on the processor's int8 instructions and the batch size,
-# so we only report the times.
+# quantising each activation. Which one is faster depends on the processor's int8 instructions, the kernels a
+# library ships for it and the batch size, so we only report the times. On the machine that produced the reference
+# numbers, torchao's two int8 paths were slower than fp32 for a single digit and about as fast for 256, while the
+# deprecated `quantize_dynamic` (which calls the FBGEMM int8 kernels written for x86 servers) was more than twice
+# as fast as fp32 at 256: the newer library is not the faster one everywhere, which is worth measuring before
+# choosing.
 #
 # ### 4.3 Pruning
 #

@@ -82,14 +82,17 @@ def main() -> None:
         optimizer = torch.optim.SGD(ddp.parameters(), lr=args.lr, momentum=0.9)
         batches = lib.Batches(x, y, batch_size=args.batch_size // world, seed=args.seed, rank=rank, world_size=world)
         dist.barrier()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         history = lib.fit(lib.supervised_step(ddp, optimizer), batches, args.epochs, live=False, progress=False)
+        cpu_share = torch.tensor((time.process_time() - cpu_started) / (time.perf_counter() - started))
         dist.barrier()
         seconds = time.perf_counter() - started
+        dist.all_reduce(cpu_share)  # the mean over ranks of the share of the time each process ran on a core
         if args.weights and rank == 0:
             torch.save(model.state_dict(), args.weights)
         report(args.out, world_size=world, backend=backend, model=args.model, max_grad_diff=grad_diff,
-               train_seconds=seconds, steps=len(batches) * args.epochs, train_loss=history.records[-1]["loss"],
+               train_seconds=seconds, cpu_share=cpu_share.item() / world, steps=len(batches) * args.epochs,
+               train_loss=history.records[-1]["loss"],
                val_accuracy=lib.accuracy(model.eval(), split.val_x, split.val_y),
                parameters=sum(p.numel() for p in model.parameters()))
 

@@ -38,9 +38,10 @@ def main() -> None:
         by_hand, by_library = local.clone(), local.clone()
         sent = ring_all_reduce(by_hand)
         dist.all_reduce(by_library)  # default op: SUM
-        difference = torch.tensor((by_hand - by_library).abs().max().item())
-        dist.all_reduce(difference, op=dist.ReduceOp.MAX)  # the worst rank
-        report(args.out, world_size=world, size=args.size, max_diff=difference.item(), elements_sent=sent,
+        worst = torch.tensor([(by_hand - by_library).abs().max().item(), by_library.abs().max().item()])
+        dist.all_reduce(worst, op=dist.ReduceOp.MAX)  # the worst rank
+        report(args.out, world_size=world, size=args.size, max_diff=worst[0].item(), max_abs_sum=worst[1].item(),
+               elements_sent=sent,
                expected_sent=2 * (world - 1) / world * args.size,
                seconds_by_hand=timed(lambda: ring_all_reduce(local.clone())),
                seconds_library=timed(lambda: dist.all_reduce(local.clone())))
