@@ -57,6 +57,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import lib
+import lib.gpt as lib_gpt
 from lib.text import CharVocab, load_shakespeare
 
 device = lib.setup(seed=0, dataset=None)
@@ -526,6 +527,20 @@ class GPT(nn.Module):
 
 gpt = GPT(V, S["context"], S["width"], S["layers"], S["heads"], S["dropout"]).to(device)
 print(gpt)
+
+# %% [markdown]
+# Later chapters use this GPT as a tool, so the course keeps one copy of it in `lib.gpt`. The check: with the same
+# weights, the class written above and `lib.gpt.GPT` give identical logits (built under a forked random state, so
+# this chapter's own random numbers do not change).
+
+# %%
+with torch.random.fork_rng(devices=[]):
+    shared_gpt = lib_gpt.GPT(V, S["context"], S["width"], S["layers"], S["heads"], S["dropout"]).to(device)
+shared_gpt.load_state_dict(gpt.state_dict())
+with torch.no_grad():
+    window = train_ids[: S["context"]].unsqueeze(0).to(device)
+    assert torch.equal(shared_gpt.eval()(window), gpt.eval()(window)), "lib.gpt.GPT must equal the GPT built here"
+print("✓ lib.gpt.GPT = this chapter's GPT (same weights, identical logits)")
 
 # %% [markdown]
 # **The causality test.** Change the tokens after position $t$: the logits at positions $\le t$ must not move,
