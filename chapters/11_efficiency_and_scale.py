@@ -69,7 +69,8 @@ device = lib.setup(seed=0)
 # Everything that changes with the profile (`COURSE_PROFILE`) is in the next cell.
 
 # %%
-SETTINGS = {  # ddp_*: the DDP runs; speed_model: what the 1-vs-2-process timing trains; teacher_*/student_*: section 4
+SETTINGS = {  # ddp_*: the DDP runs (on the offline training digits, up to 3,500); speed_model: what the 1-vs-2-process
+    # timing trains; teacher_*/student_*: section 4
     "quick": dict(ring_worlds=[2], ring_size=1_000_000, ddp_epochs=1, ddp_train=1000, speed_model="mlp",
                   speed_epochs=1, fsdp_steps=10, teacher_epochs=6, student_train=300, student_epochs=40,
                   temperatures=[4.0], prune_levels=[0.0, 0.5, 0.8, 0.9], batch_sizes=[1, 16, 256]),
@@ -77,7 +78,7 @@ SETTINGS = {  # ddp_*: the DDP runs; speed_model: what the 1-vs-2-process timing
                      speed_epochs=2, fsdp_steps=20, teacher_epochs=12, student_train=300, student_epochs=60,
                      temperatures=[2.0, 4.0, 8.0], prune_levels=[0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95],
                      batch_sizes=[1, 4, 16, 64, 256, 1024]),
-    "full": dict(ring_worlds=[2, 4], ring_size=16_000_000, ddp_epochs=4, ddp_train=55000, speed_model="cnn",
+    "full": dict(ring_worlds=[2, 4], ring_size=16_000_000, ddp_epochs=4, ddp_train=3500, speed_model="cnn",
                  speed_epochs=2, fsdp_steps=50, teacher_epochs=12, student_train=1000, student_epochs=60,
                  temperatures=[2.0, 4.0, 8.0], prune_levels=[0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95],
                  batch_sizes=[1, 4, 16, 64, 256, 1024, 4096]),
@@ -676,7 +677,7 @@ print(f"saved activations: {plain_bytes / 2**20:.1f} MiB without checkpointing, 
 assert checkpointing_memory_ratio < 1
 
 # %% [markdown]
-# The saved activations shrink to the block inputs, about $1/9$ here; during the backward pass one block at a time
+# The saved activations shrink to the block inputs, about an eighth here; during the backward pass one block at a time
 # is recomputed, so the peak adds one block's worth ($1/6$ of the original here), still far below. The price is
 # one more forward pass, about a third more compute (forward ≈ ⅓ of a training step), which the timing shows
 # roughly. Large-model training checkpoints every transformer block as a matter of course.
