@@ -146,7 +146,7 @@ def show_source(*objects: object) -> None:
 # on (bind port 0 and let the system pick one, so two launches never collide), one CPU thread per process, and a
 # JSON file where rank 0 writes its results. Every script wraps its work in `process_group()`: all ranks meet at a
 # barrier before the group is destroyed, so no rank closes its connections while another still talks to it (without
-# this, torchrun + gloo sometimes aborts at exit), and a rank that fails skips the barrier and reports its error.
+# it, torchrun + gloo has been seen to abort at exit now and then), and a rank that fails skips the barrier and reports its error.
 
 # %%
 show_source(distributed.process_group, distributed.launch_command)
