@@ -16,14 +16,14 @@
 # %% [markdown]
 # # 09 · Pre-train once, adapt to many tasks: the foundation-model recipe in miniature
 #
-# What turns a transformer into a "large model" is less its size than its recipe. First **pre-train (预训练)** it
-# on a large amount of unlabelled text with next-token prediction, which needs no human labels at all; then adapt
+# What turns a transformer into a "large model" is less its size than its recipe. First comes **pre-training (预训练)**:
+# train it on a large amount of unlabelled text with next-token prediction, which needs no human labels at all; then adapt
 # the same network to each task with a little labelled data, by **fine-tuning (微调)** all of it or by training a
 # small add-on. A model used this way is a **foundation model (基础模型)**, and the general idea, reusing what was
 # learned on one task for another, is **transfer learning (迁移学习)**.
 #
 # This chapter runs the whole recipe on real Chinese text at a size a laptop trains in minutes. We pre-train
-# chapter 08's GPT on a month of the *People's Daily* (人民日报), then teach it to tell positive from negative
+# chapter 08's GPT on a month of 人民日报, the *People's Daily*, then teach it to tell positive from negative
 # product reviews five ways, and measure when pre-training pays and when a ten-line baseline is just as good.
 #
 # **Goals**
@@ -105,8 +105,8 @@ print(lib.get_profile(), S, "\nbar:", lib.pick(BARS))
 # * **Pre-training** learns general knowledge of a language from raw text: predicting the next character of a
 #   billion sentences forces a model to learn words, grammar and facts. It is **self-supervised learning
 #   (自监督学习)**: the labels are the text itself.
-# * **Fine-tuning** continues training the pre-trained network on a labelled **downstream task (下游任务)**, here
-#   sentiment analysis (情感分析), with a small new output layer, the **head (输出头)**, on top.
+# * **Fine-tuning** continues training the pre-trained network on a labelled **downstream task (下游任务)**: here
+#   **sentiment analysis (情感分析)**, with a small new output layer, the **head (输出头)**, on top.
 # * A **linear probe (线性探针)** freezes the pre-trained network and trains only a linear classifier on its
 #   hidden states: it measures what the network already represents.
 # * **LoRA (低秩适配)**, low-rank adaptation, freezes every weight matrix $W$ and learns a small update
@@ -313,9 +313,9 @@ with pytest.raises(ValueError, match="different texts"):
     boundary_scores([["人民", "日报"]], [["人民日", "刊"]])
 
 # %% [markdown]
-# jieba agrees with the hand segmentation on most boundaries but not all: segmentation standards differ (is
-# 中共中央 one word or two?), and names and numbers are hard. Character models sidestep the question; large
-# Chinese models use subword vocabularies learned from data, like our BPE.
+# jieba agrees with the hand segmentation on most boundaries but not all: segmentation standards differ: is
+# 中共中央 one word or two? Names and numbers are hard too. Character models sidestep the question; large Chinese
+# models use subword vocabularies learned from data, like our BPE.
 #
 # ## 3 · Pre-training
 #
@@ -1023,7 +1023,7 @@ plt.show()
 #
 # A language model can classify without any training on the task: append a **prompt template (提示模板)** to the
 # review, e.g. "review。总之，很", and compare the probabilities of the next character 好 (good) and 差 (bad). The
-# score is $\ln p(\text{好}\mid\cdot) - \ln p(\text{差}\mid\cdot)$; the threshold is the median score on the
+# score is the log-probability of 好 minus that of 差; the threshold is the median score on the
 # validation reviews (no labels needed: it corrects for the model simply liking one word more). We pick the
 # template with the best validation accuracy, a mild use of labels that large-model papers also make.
 
@@ -1065,8 +1065,8 @@ print(f"chosen: {zero_shot_template.format('…')!r}; majority class on validati
 #
 # ### 5.1 Classify your own review
 #
-# Type a review (in Chinese): each method gives its probability that it is positive. Try negations (不好, 不是很差),
-# and a review of a domain the models have not seen.
+# Type a review (in Chinese): each method gives its probability that it is positive. Try negations such as 不好
+# and 不是很差, and a review of a domain the models have not seen.
 
 # %%
 def classify(text: str) -> dict[str, float]:
@@ -1169,8 +1169,8 @@ plt.show()
 #
 # ## 7 · Challenges and limits
 #
-# *Domain shift.* Our pre-training text is news; the task is product reviews, with other words (快递, 性价比),
-# other characters and a spoken register. Section 5.2 measured it: the news model finds reviews much harder to
+# *Domain shift.* Our pre-training text is news; the task is product reviews, with other words such as 快递 and
+# 性价比, other characters and a spoken register. Section 5.2 measured it: the news model finds reviews much harder to
 # predict than unseen news. Large models avoid most of this by pre-training on everything; a practitioner with a
 # narrow domain continues pre-training on unlabelled text of that domain before fine-tuning.
 #
