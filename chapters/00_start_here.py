@@ -42,6 +42,7 @@
 # | 08 attention and transformers | tokens and BPE, attention by hand, a small GPT on Shakespeare against n-grams and an LSTM, sampling, KV cache | ~5 min |
 # | 10 applications, part 1 | recommendation on MovieLens, a calibrated diagnostic classifier, credit default, market returns vs the random walk | ~2 min |
 # | 10b applications, part 2 | spoken digits from eSpeak NG voices, CartPole with REINFORCE, a tiny bilingual CLIP | ~1 min |
+# | 11 efficiency and scale | all-reduce, DDP and FSDP2 with torchrun, mixed precision, checkpointing, quantisation, pruning, distillation | ~1 min |
 # | 12 trustworthy AI | membership inference, DP-SGD vs Opacus, FedAvg, encrypted inference, Captum explanations, fairness on Adult | ~4 min |
 #
 # Open a chapter from the file browser on the left (`chapters/`), then **Run ▸ Run All Cells**.

@@ -80,10 +80,10 @@ SETTINGS = {
                   lora_lr=4e-3, sweep_sizes=[50, 200], sweep_seeds=1, sweep_steps=30, generate=40, adapt_steps=60,
                   adapt_lr=2e-3),
     "standard": dict(min_count=3, bpe_vocab=10000, segment_sentences=2000, context=64, width=128, layers=3,
-                     heads=4, batch_size=32, lr=3e-3, steps=1200, steps_per_epoch=100, reviews=None,
+                     heads=4, batch_size=32, lr=3e-3, steps=1000, steps_per_epoch=100, reviews=None,
                      eval_reviews=None, max_len=64, ft_batch=32, ft_epochs=2, ft_lr=1e-3, scratch_lr=1e-3,
                      lora_rank=8, lora_alpha=16, lora_lr=6e-3, sweep_sizes=[50, 200, 1000], sweep_seeds=3,
-                     sweep_steps=60, generate=60, adapt_steps=300, adapt_lr=2e-3),
+                     sweep_steps=60, generate=60, adapt_steps=800, adapt_lr=2e-3),
     "full": dict(min_count=3, bpe_vocab=16000, segment_sentences=None, context=256, width=256, layers=6, heads=8,
                  batch_size=64, lr=3e-3, steps=6000, steps_per_epoch=500, reviews=None, eval_reviews=None,
                  max_len=128, ft_batch=32, ft_epochs=3, ft_lr=5e-4, scratch_lr=1e-3, lora_rank=8, lora_alpha=16,
@@ -702,19 +702,22 @@ def accuracy(model: SentimentClassifier, data: ReviewData) -> float:
 
 
 def train_classifier(model: SentimentClassifier, data: ReviewData, lr: float, name: str, seed: int = 0,
-                     epochs: int | None = None, steps: int | None = None, live: bool = True) -> lib.History:
+                     epochs: int | None = None, steps: int | None = None, live: bool = True,
+                     head: str = "random") -> lib.History:
     """Train the trainable parameters of `model` on `data` with AdamW, warm-up and cosine decay, via `lib.fit`.
 
     Without `steps`, `epochs` passes over the data; with `steps`, two "epochs" of `steps // 2` batches each
-    (for small label sets). Validation accuracy is recorded after each epoch when `live`.
+    (for small label sets). Validation accuracy is recorded after each epoch when `live`. `head` says how the
+    head started ("random", or the probe it was copied from), so that a different start never resumes this run.
     """
     epochs = 2 if steps else (epochs or S["ft_epochs"])
     batches = ReviewBatches(data, S["ft_batch"], seed=seed, steps=steps and steps // 2)
     optimizer = adamw(model, lr, weight_decay=0.01)
     schedule = warmup_cosine(optimizer, epochs * len(batches), warmup=max(5, epochs * len(batches) // 10))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    run = dict(method=name, ft_lr=lr, seed=seed, epochs=epochs, steps=steps, n=len(data), trainable=trainable,
-               max_len=S["max_len"], batch=S["ft_batch"], positives=int(data.labels.sum()), pretrain=pretrain_settings)
+    run = dict(method=name, head=head, ft_lr=lr, seed=seed, epochs=epochs, steps=steps, n=len(data), trainable=trainable,
+               max_len=S["max_len"], batch=S["ft_batch"], positives=int(data.labels.sum()), pretrain=pretrain_settings,
+               adapt=(S["adapt_steps"], S["adapt_lr"]))
     return lib.fit(classifier_step(model, optimizer, schedule), batches, epochs,
                    evaluate=(lambda: {"val_accuracy": accuracy(model, val_data)}) if live else None,
                    checkpoint=lib.checkpoint_path("09_pretrain_finetune", name, **run),
@@ -784,12 +787,13 @@ def logistic_loss(z: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(y * np.logaddexp(0, -z) + (1 - y) * np.logaddexp(0, z)))
 
 
+PROBE_C_GRID = (0.003, 0.01, 0.03, 0.1, 1.0)  # strong regularisation matters with few labels (section 4.8)
 frozen = pretrained_classifier()
 started = time.perf_counter()
 probe_train_x, probe_val_x = review_features(frozen, train_data), review_features(frozen, val_data)
 scaler = StandardScaler().fit(probe_train_x)
 probe_fits = {C: LogisticRegression(C=C, max_iter=3000).fit(scaler.transform(probe_train_x), train_labels)
-              for C in (0.01, 0.1, 1.0)}
+              for C in PROBE_C_GRID}
 probe_scores = {C: m.score(scaler.transform(probe_val_x), val_labels) for C, m in probe_fits.items()}
 probe_C = max(probe_scores, key=probe_scores.get)
 probe = probe_fits[probe_C]
@@ -805,15 +809,38 @@ lib.close(ours, log_loss(y_val, probe.predict_proba(scaler.transform(probe_val_x
 lib.close(logistic_loss(np.array([800.0, -800.0]), np.array([0.0, 1.0])), 800.0, "no overflow at |z| = 800")
 
 # %% [markdown]
-# ### 4.6 Full fine-tuning
+# ### 4.6 Full fine-tuning, starting from the probe (LP-FT)
 #
-# Every weight of the pre-trained GPT, plus the new head, trained on the reviews: a smaller learning rate than
-# from scratch would tolerate is the usual choice, so as not to wash out what pre-training learned.
+# Every weight of the pre-trained GPT, plus the head, trained on the reviews, with a smaller learning rate than from
+# scratch would tolerate, so as not to wash out what pre-training learned. One more precaution: a random head sends
+# large, random gradients into the body during the first steps, and those distort the features before the head has
+# learned to read them. So we start the head from the probe just fitted (**linear probing, then fine-tuning, LP-FT**;
+# Kumar et al., 2022). The probe standardised $\bar h$ with its own mean $m$ and spread $s$; our classifier uses
+# $\mu$ and $\sigma$. Writing $u$, $c$ for the probe's weights and intercept, the same logit is
+#
+# $$ z = \sum_j u_j \frac{\bar h_j - m_j}{s_j} + c = \sum_j \underbrace{\frac{u_j \sigma_j}{s_j}}_{w_j}
+#    \frac{\bar h_j - \mu_j}{\sigma_j} + \underbrace{c + \sum_j u_j \frac{\mu_j - m_j}{s_j}}_{b}, $$
+#
+# so before any step the fine-tuned classifier makes exactly the probe's predictions (checked on the validation
+# reviews).
 
 # %%
+def head_from_probe(model: SentimentClassifier, scaler: StandardScaler, probe: LogisticRegression) -> str:
+    """Set the head to w_j = u_j σ_j / s_j, b = c + Σ u_j (μ_j - m_j) / s_j: the probe's logits exactly.
+    Returns a description of this start, for the run's checkpoint name."""
+    u = probe.coef_[0] / scaler.scale_
+    with torch.no_grad():
+        model.head.weight.copy_(torch.from_numpy(u * model.scale.double().cpu().numpy())[None])
+        model.head.bias.fill_(float(probe.intercept_[0] + u @ (model.shift.double().cpu().numpy() - scaler.mean_)))
+    return f"probe C={probe.C} on {int(scaler.n_samples_seen_)} reviews"
+
+
 finetuned = pretrained_classifier()
-finetune_history = train_classifier(finetuned, train_data, S["ft_lr"], "finetune")
-plot_history(finetune_history, "full fine-tuning")
+finetune_head = head_from_probe(finetuned, scaler, probe)
+lib.close(review_logits(finetuned, val_data), probe.decision_function(scaler.transform(probe_val_x)),
+          "classifier with the probe's head = the probe, on every validation review", atol=1e-3)
+finetune_history = train_classifier(finetuned, train_data, S["ft_lr"], "finetune", head=finetune_head)
+plot_history(finetune_history, f"full fine-tuning (started from the probe at {probe_scores[probe_C]:.3f})")
 
 # %% [markdown]
 # ### 4.7 LoRA, written by hand
@@ -887,6 +914,8 @@ def parameter_share(model: nn.Module) -> float:
 probe_batch = next(iter(ReviewBatches(val_data, 16, seed=3)))
 reference_model = pretrained_classifier()
 lora_model = add_lora(pretrained_classifier(), S["lora_rank"], S["lora_alpha"])
+lora_head = head_from_probe(lora_model, scaler, probe)  # LP-FT here too: the head starts from the probe
+head_from_probe(reference_model, scaler, probe)
 with torch.no_grad():
     lib.close(lora_model(*probe_batch[:2]), reference_model(*probe_batch[:2]), "LoRA at start (B = 0) = pre-trained model")
 
@@ -919,7 +948,7 @@ print(f"✓ one adapted layer trains r(d_in + d_out) = {trainable_layer} numbers
 assert lora_trainable_share <= 0.05
 
 # %%
-lora_history = train_classifier(lora_model, train_data, S["lora_lr"], "lora", live=True)
+lora_history = train_classifier(lora_model, train_data, S["lora_lr"], "lora", live=True, head=lora_head)
 plot_history(lora_history, "LoRA")
 frozen_weights = {f"{id(p)}.{n}": getattr(p, n).base.weight for p, n in lora_targets(lora_model.body)}
 pretrained_weights = {f"{id(p)}.{n}": getattr(p, n).weight for p, n in lora_targets(reference_model.body)}
@@ -940,7 +969,8 @@ assert len(changed) == len(lora_targets(gpt))
 #
 # Labels cost money; unlabelled text is nearly free. So the question that matters is how accuracy grows with the
 # number of labelled reviews. For each size we draw a class-balanced subset of the training reviews (several seeds
-# at the small sizes), fine-tune the pre-trained GPT and train the scratch model for the same number of steps, and
+# at the small sizes), fine-tune the pre-trained GPT (LP-FT: its head starts from a probe fitted on the same labels)
+# and train the scratch model for the same number of steps, and
 # fit the bag of characters and the probe; all are scored on the validation reviews. The largest point is the
 # full training set (the runs above).
 
@@ -956,7 +986,7 @@ def balanced_subset(labels: list[int], n: int, seed: int) -> torch.Tensor:
 def fit_probe(x: np.ndarray, labels: list[int]) -> tuple[StandardScaler, LogisticRegression, float]:
     """A standardised logistic regression on frozen features, C chosen on the validation reviews."""
     scaler = StandardScaler().fit(x)
-    fits = {C: LogisticRegression(C=C, max_iter=3000).fit(scaler.transform(x), labels) for C in (0.01, 0.1, 1.0)}
+    fits = {C: LogisticRegression(C=C, max_iter=3000).fit(scaler.transform(x), labels) for C in PROBE_C_GRID}
     scores = {C: m.score(scaler.transform(probe_val_x), val_labels) for C, m in fits.items()}
     best = max(scores, key=scores.get)
     return scaler, fits[best], scores[best]
@@ -971,11 +1001,15 @@ for n in S["sweep_sizes"]:
     for seed in range(S["sweep_seeds"] if n < 1000 else 1):
         index = balanced_subset(train_labels, n, seed)
         subset = train_data.subset(index)
+        subset_scaler, subset_probe, subset_probe_accuracy = fit_probe(probe_train_x[index.numpy()],
+                                                                      subset.labels.tolist())
         finetuned_n, scratch_n = pretrained_classifier(), scratch_classifier(seed)
-        train_classifier(finetuned_n, subset, S["ft_lr"], "sweep-finetune", seed, steps=S["sweep_steps"], live=False)
+        head = head_from_probe(finetuned_n, subset_scaler, subset_probe)  # LP-FT, as in section 4.6
+        train_classifier(finetuned_n, subset, S["ft_lr"], "sweep-finetune", seed, steps=S["sweep_steps"], live=False,
+                         head=head)
         train_classifier(scratch_n, subset, S["scratch_lr"], "sweep-scratch", seed, steps=S["sweep_steps"], live=False)
         scores = {"fine-tuned": accuracy(finetuned_n, val_data), "from scratch": accuracy(scratch_n, val_data),
-                  "linear probe": fit_probe(probe_train_x[index.numpy()], subset.labels.tolist())[2],
+                  "linear probe": subset_probe_accuracy,
                   "bag of characters": fit_bag_of_characters([train_texts[i] for i in index], subset.labels.tolist())[3]}
         scores["bag of characters"] = max(scores["bag of characters"].values())
         for method, value in scores.items():

@@ -4,6 +4,7 @@ Worker side (a script started by `torchrun`, one process per rank):
 * `process_group()`: join the group, and on the way out wait for every rank (barrier) and leave it cleanly.
 * `ring_all_reduce(tensor)`: the sum over ranks, written as a ring of send/recv (reduce-scatter, all-gather).
 * `report(path, **values)`: rank 0 writes the run's results as JSON, for the notebook to read.
+* `exit_now()`: the script's last call: leave without Python's shutdown, which can race gloo's threads.
 
 Launcher side (a notebook or a test):
 * `launch(module, nproc, *args)`: run `python -m torch.distributed.run` on a free port with one thread per worker,
@@ -25,6 +26,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -91,6 +93,19 @@ def ring_all_reduce(tensor: torch.Tensor) -> int:
     return sent
 
 
+def exit_now() -> NoReturn:
+    """End this worker at once with exit code 0, skipping Python's shutdown. Call it last, after the
+    `process_group()` block has closed and every result is written.
+
+    At shutdown Python frees what is left (models, optimisers, the group itself) in no fixed order while gloo's
+    C++ threads may still hold tensors; that race can abort (SIGABRT) a worker whose work is finished
+    (pytorch/pytorch#179291). Chapter 11 saw it once in about a hundred launches of the FSDP script.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def report(path: str | Path, **values: object) -> None:
     """Rank 0 writes `values` as JSON to `path` (atomically: a temporary file, then a rename)."""
     if dist.is_initialized() and dist.get_rank() != 0:
@@ -123,13 +138,15 @@ def launch(module: str, nproc: int, *args: str, timeout: float = 300.0) -> dict:
     """Run `module` (e.g. "lib.dist_scripts.ring") in `nproc` processes under torchrun and return the JSON
     that its rank 0 wrote to the `--out` file this function passes.
 
-    Each worker gets one CPU thread. If a worker fails, or the run takes longer than `timeout` seconds (then the
+    Each worker gets one CPU thread and Python's fault handler (a worker killed by a signal prints where it was).
+    If a worker fails, or the run takes longer than `timeout` seconds (then the
     whole process group is killed, so nothing keeps running), this raises `WorkerError` with the error output.
     """
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "result.json"
         command = launch_command(module, nproc, *args, f"--out={out}")
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1",
+               "PYTHONFAULTHANDLER": "1"}
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True, start_new_session=True)
         try:
@@ -165,7 +182,7 @@ def _worker_errors(stderr: str) -> str:
     """
     worker_lines = [line for line in stderr.splitlines() if re.match(r"\[rank\d+\]:", line)]
     if not worker_lines:
-        return _tail(stderr)
+        return _signal_report(stderr)
     last: dict[str, str] = {}
     for line in worker_lines:
         rank, _, text = line.partition(":")
@@ -173,6 +190,15 @@ def _worker_errors(stderr: str) -> str:
             last[rank] = text.strip()
     summary = "\n".join(f"{rank} {text}" for rank, text in sorted(last.items()))
     return f"{summary}\n\nTracebacks:\n{_tail(chr(10).join(worker_lines))}"
+
+
+def _signal_report(stderr: str) -> str:
+    """For a worker killed by a signal (no "[rankN]:" traceback): what the workers printed before torchrun's own
+    report (with the fault handler, where the dead worker was), then torchrun's "Root Cause" summary."""
+    before, _, _ = stderr.partition("failed (exitcode")
+    printed = [line for line in before.splitlines()[:-1] if not re.match(r"[IWE]\d{4} ", line)]  # no launcher logs
+    _, found, root_cause = stderr.partition("Root Cause")
+    return f"{_tail(chr(10).join(printed), 30)}\n\n{found}{root_cause}".strip()
 
 
 def _tail(text: str, lines: int = 40) -> str:

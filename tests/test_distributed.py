@@ -69,6 +69,14 @@ def test_a_failing_worker_raises_one_error_that_names_it():
         distributed.launch("lib.dist_scripts.ring", 2, "--fail-rank=1", timeout=120)
 
 
+def test_a_worker_killed_by_a_signal_is_reported_with_where_it_died():
+    with pytest.raises(distributed.WorkerError) as error:
+        distributed.launch("tests.abort_worker", 2, timeout=120)
+    message = str(error.value)
+    assert "exit code 1" in message and "SIGABRT" in message, message
+    assert "Fatal Python error: Aborted" in message and "abort_worker.py" in message, message  # the fault handler
+
+
 def test_a_launch_past_its_timeout_is_killed_with_its_workers():
     with pytest.raises(distributed.WorkerError, match="longer than 1 s"):
         distributed.launch("lib.dist_scripts.ring", 2, "--size=100000000", timeout=1)

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import lib
-from lib.distributed import process_group, report
+from lib.distributed import exit_now, process_group, report
 
 
 def make_model(name: str) -> nn.Module:
@@ -99,3 +99,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    exit_now()

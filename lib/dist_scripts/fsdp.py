@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import lib
 from lib.dist_scripts.ddp import make_model
-from lib.distributed import process_group, report
+from lib.distributed import exit_now, process_group, report
 
 
 def local_elements(tensors) -> int:
@@ -75,3 +75,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    exit_now()

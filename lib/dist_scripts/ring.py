@@ -11,7 +11,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from lib.distributed import process_group, report, ring_all_reduce
+from lib.distributed import exit_now, process_group, report, ring_all_reduce
 
 
 def timed(fn, repeats: int = 5) -> float:
@@ -49,3 +49,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    exit_now()

@@ -145,11 +145,14 @@ def show_source(*objects: object) -> None:
 # launcher PyTorch ships. `lib.distributed.launch` builds the command line: a free port for the processes to meet
 # on (bind port 0 and let the system pick one, so two launches never collide), one CPU thread per process, and a
 # JSON file where rank 0 writes its results. Every script wraps its work in `process_group()`: all ranks meet at a
-# barrier before the group is destroyed, so no rank closes its connections while another still talks to it (without
-# it, torchrun + gloo has been seen to abort at exit now and then), and a rank that fails skips the barrier and reports its error.
+# barrier before the group is destroyed, so no rank closes its connections while another still talks to it, and a
+# rank that fails skips the barrier and reports its error. The script's last call is `exit_now()`: the work is
+# done and written, so the process leaves without Python's shutdown, where freeing what is left raced gloo's threads
+# and aborted a finished worker about once in a hundred launches while this chapter was written. The workers run
+# with Python's fault handler, so a worker killed by a signal still says where it was.
 
 # %%
-show_source(distributed.process_group, distributed.launch_command)
+show_source(distributed.process_group, distributed.exit_now, distributed.launch_command)
 
 # %% [markdown]
 # ### 2.2 All-reduce as a ring
