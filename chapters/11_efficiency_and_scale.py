@@ -147,8 +147,8 @@ def show_source(*objects: object) -> None:
 # JSON file where rank 0 writes its results. Every script wraps its work in `process_group()`: all ranks meet at a
 # barrier before the group is destroyed, so no rank closes its connections while another still talks to it, and a
 # rank that fails skips the barrier and reports its error. The script's last call is `exit_now()`: the work is
-# done and written, so the process leaves without Python's shutdown, where freeing what is left raced gloo's threads
-# and aborted a finished worker about once in a hundred launches while this chapter was written. The workers run
+# done and written, so the process leaves without Python's shutdown, where freeing what is left can race gloo's
+# threads: it once aborted a finished worker of this chapter's FSDP launch in the course's own tests. The workers run
 # with Python's fault handler, so a worker killed by a signal still says where it was.
 
 # %%

@@ -99,7 +99,7 @@ def exit_now() -> NoReturn:
 
     At shutdown Python frees what is left (models, optimisers, the group itself) in no fixed order while gloo's
     C++ threads may still hold tensors; that race can abort (SIGABRT) a worker whose work is finished
-    (pytorch/pytorch#179291). Chapter 11 saw it once in about a hundred launches of the FSDP script.
+    (pytorch/pytorch#179291). It once aborted chapter 11's FSDP launch in the course's own tests.
     """
     sys.stdout.flush()
     sys.stderr.flush()
@@ -139,8 +139,8 @@ def launch(module: str, nproc: int, *args: str, timeout: float = 300.0) -> dict:
     that its rank 0 wrote to the `--out` file this function passes.
 
     Each worker gets one CPU thread and Python's fault handler (a worker killed by a signal prints where it was).
-    If a worker fails, or the run takes longer than `timeout` seconds (then the
-    whole process group is killed, so nothing keeps running), this raises `WorkerError` with the error output.
+    If a worker fails, or the run takes longer than `timeout` seconds (then the whole process group is killed, so
+    nothing keeps running), this raises `WorkerError` with the error output.
     """
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "result.json"
