@@ -1,6 +1,8 @@
 """Sharded batches, the hand-written ring all-reduce and DDP training under torchrun (gloo, CPU processes)."""
 
+import ast
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,6 +69,16 @@ def test_two_process_fit_equals_one_process_fit(tmp_path):
 def test_a_failing_worker_raises_one_error_that_names_it():
     with pytest.raises(distributed.WorkerError, match="rank 1 failed on purpose"):
         distributed.launch("lib.dist_scripts.ring", 2, "--fail-rank=1", timeout=120)
+
+
+@pytest.mark.parametrize("script", sorted((Path(distributed.__file__).parent / "dist_scripts").glob("[!_]*.py")),
+                         ids=lambda path: path.stem)
+def test_every_worker_script_leaves_through_exit_now(script):
+    """Python's shutdown can abort a finished gloo worker, so each script's main block must end with exit_now()."""
+    main_blocks = [node for node in ast.parse(script.read_text()).body if isinstance(node, ast.If)
+                   and ast.unparse(node.test) == "__name__ == '__main__'"]
+    assert len(main_blocks) == 1, f"{script.name} needs one `if __name__ == \"__main__\":` block"
+    assert ast.unparse(main_blocks[0].body[-1]) == "exit_now()", f"{script.name} must end with exit_now()"
 
 
 def test_a_worker_killed_by_a_signal_is_reported_with_where_it_died():
