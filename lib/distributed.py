@@ -196,7 +196,7 @@ def _signal_report(stderr: str) -> str:
     """For a worker killed by a signal (no "[rankN]:" traceback): what the workers printed before torchrun's own
     report (with the fault handler, where the dead worker was), then torchrun's "Root Cause" summary."""
     before, _, _ = stderr.partition("failed (exitcode")
-    printed = [line for line in before.splitlines()[:-1] if not re.match(r"[IWE]\d{4} ", line)]  # no launcher logs
+    printed = [line for line in before.splitlines() if not re.match(r"[IWE]\d{4} ", line)]  # no launcher logs
     _, found, root_cause = stderr.partition("Root Cause")
     return f"{_tail(chr(10).join(printed), 30)}\n\n{found}{root_cause}".strip()
 
