@@ -354,7 +354,14 @@ for previous in (chars.index["人"], chars.index["。"], 0):
     lib.close(bigram.probabilities(torch.full((V,), previous), torch.arange(V), 0.1).sum(), 1.0,
               "p(· | previous character) sums to 1", quiet=True)
 unigram_counts = torch.bincount(train_ids, minlength=V).double()
-unigram_val = -((unigram_counts + 1) / (unigram_counts.sum() + V))[val_ids[1:]].log().mean().item()
+
+
+def unigram_nats_per_char(ids: torch.Tensor) -> float:
+    """Mean -ln p(character) under add-one smoothed training counts, over ids[1:] (as the bigram scores them)."""
+    return -((unigram_counts + 1) / (unigram_counts.sum() + V))[ids[1:]].log().mean().item()
+
+
+unigram_val = unigram_nats_per_char(val_ids)
 k_scores = {k: bigram.nats_per_char(val_ids, k) for k in (1.0, 0.3, 0.1, 0.03, 0.01)}
 bigram_k = min(k_scores, key=k_scores.get)
 print("bigram validation nats/char by k:", {k: round(v, 3) for k, v in k_scores.items()})
@@ -387,7 +394,7 @@ gpt = build_gpt(seed=0)
 gpt_parameters = sum(p.numel() for p in gpt.parameters())
 print(f"GPT: {gpt_parameters:,} parameters ({V * S['width']:,} in the character embedding, shared with the output)")
 val_probe = val_ids[:16_384]  # the first validation characters: a quick score after each epoch
-probe_baselines = {"unigram": -((unigram_counts + 1) / (unigram_counts.sum() + V))[val_probe[1:]].log().mean().item(),
+probe_baselines = {"unigram": unigram_nats_per_char(val_probe),
                    "bigram": bigram.nats_per_char(val_probe, bigram_k)}  # on the same characters, for the figures
 untrained_val = nats_per_char(gpt, val_probe, S["context"], stride=S["context"])
 batches = RandomWindows(train_ids, S["context"], S["batch_size"], S["steps_per_epoch"], seed=0, device=device)
@@ -838,8 +845,8 @@ def head_from_probe(model: SentimentClassifier, scaler: StandardScaler, probe: L
     Returns a description of this start, for the run's checkpoint name."""
     u = probe.coef_[0] / scaler.scale_
     with torch.no_grad():
-        model.head.weight.copy_(torch.from_numpy(u * model.scale.double().cpu().numpy())[None])
-        model.head.bias.fill_(float(probe.intercept_[0] + u @ (model.shift.double().cpu().numpy() - scaler.mean_)))
+        model.head.weight.copy_(torch.from_numpy(u * model.scale.cpu().double().numpy()).float()[None])
+        model.head.bias.fill_(float(probe.intercept_[0] + u @ (model.shift.cpu().double().numpy() - scaler.mean_)))
     return f"probe C={probe.C} on {int(scaler.n_samples_seen_)} reviews"
 
 
@@ -1118,7 +1125,7 @@ def classify(text: str) -> dict[str, float]:
     out = {"bag of characters": float(bow_model.predict_proba(bow_vectorizer.transform([text]))[0, 1])}
     with torch.no_grad():
         out["linear probe"] = float(probe.predict_proba(scaler.transform(
-            frozen.eval().features(*batch).double().cpu().numpy()))[0, 1])
+            frozen.eval().features(*batch).cpu().double().numpy()))[0, 1])
         for name, model in (("from scratch", scratch), ("fine-tuned", finetuned), ("LoRA", lora_model)):
             out[name] = torch.sigmoid(model.eval()(*batch)).item()
     return out
@@ -1259,7 +1266,7 @@ test_y = test_data.labels
 test_ids = chars.encode(news.text.test)
 pretrain_test_nats_per_char = nats_per_char(gpt, test_ids, S["context"])
 bigram_test_nats_per_char = bigram.nats_per_char(test_ids, bigram_k)
-unigram_test = -((unigram_counts + 1) / (unigram_counts.sum() + V))[test_ids[1:]].log().mean().item()
+unigram_test = unigram_nats_per_char(test_ids)
 
 test_accuracy = {
     "bag of characters": bow_model.score(bow_vectorizer.transform(test_texts), test_labels),
