@@ -40,6 +40,7 @@
 # | 06 VAE | ELBO, reparameterisation, KL, sampling and latent traversal | ~3 min |
 # | 07 GAN | the minimax game, DCGAN, mode collapse, evaluation | ~4 min |
 # | 08 attention and transformers | tokens and BPE, attention by hand, a small GPT on Shakespeare against n-grams and an LSTM, sampling, KV cache | ~5 min |
+# | 09 pre-training and fine-tuning | tokenizing Chinese, a GPT pre-trained on news, review sentiment five ways (probe, fine-tuning, LoRA by hand), accuracy against the number of labels, zero-shot | ~7 min |
 # | 10 applications, part 1 | recommendation on MovieLens, a calibrated diagnostic classifier, credit default, market returns vs the random walk | ~2 min |
 # | 10b applications, part 2 | spoken digits from eSpeak NG voices, CartPole with REINFORCE, a tiny bilingual CLIP | ~1 min |
 # | 11 efficiency and scale | all-reduce, DDP and FSDP2 with torchrun, mixed precision, checkpointing, quantisation, pruning, distillation | ~1 min |
